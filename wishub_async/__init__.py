@@ -1,0 +1,34 @@
+"""wishub-async: an async Python SDK for China Telecom Cloud's wishub model API."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from ._client import AsyncWishub
+from ._errors import DEFAULT_ERROR_TABLE, ErrorRule, ErrorTable, KeyEffect
+from ._fanout import Outcome, OutcomeList
+from ._keys import KeyState, KeyStatus
+from ._retry import RetryPolicy
+from ._transport import Handler, Middleware, Request, Response
+
+try:
+    __version__ = version("wishub-async")
+except PackageNotFoundError:  # pragma: no cover - running from a bare source tree
+    __version__ = "0.0.0"
+
+__all__ = [
+    "DEFAULT_ERROR_TABLE",
+    "AsyncWishub",
+    "ErrorRule",
+    "ErrorTable",
+    "Handler",
+    "KeyEffect",
+    "KeyState",
+    "KeyStatus",
+    "Middleware",
+    "Outcome",
+    "OutcomeList",
+    "Request",
+    "Response",
+    "RetryPolicy",
+]

@@ -1,0 +1,282 @@
+"""The error-type table, and the one place that reads error bodies.
+
+The table is data: each platform error ``type`` maps to an ``ErrorRule`` naming the
+exception class, whether the same key may be retried, and what the error does to the
+key's health. Unknown types fall back to the HTTP status, then to its family.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import enum
+import json
+import re
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from .exceptions import (
+    APIError,
+    AuthenticationError,
+    BadRequestError,
+    NotFoundError,
+    PermissionDeniedError,
+    QuotaExceededError,
+    RateLimitError,
+    ServerError,
+)
+
+__all__ = [
+    "DEFAULT_ERROR_TABLE",
+    "ErrorRule",
+    "ErrorTable",
+    "KeyEffect",
+    "api_error",
+    "excerpt",
+    "parse_retry_after",
+]
+
+_TYPE_NAME = re.compile(r"^[A-Z0-9_]+$")
+_REQUEST_ID_HEADERS = ("x-request-id", "request-id", "x-ctyun-request-id", "x-trace-id")
+_EXCERPT_CHARS = 200
+
+
+class KeyEffect(enum.Enum):
+    """What an error does to the health of the AppKey that got it."""
+
+    NONE = "none"
+    """Nothing: the error is about the request or the platform, not the key."""
+    COOL = "cool"
+    """Cool the key down until Retry-After (or the backoff) has passed."""
+    LONG_COOL = "long_cool"
+    """Cool the key down for ``RetryPolicy.quota_cooldown`` (quota used up)."""
+    QUARANTINE = "quarantine"
+    """Take the key out of rotation until ``check_keys()`` finds it working."""
+
+
+@attrs.frozen
+class ErrorRule:
+    """How one kind of error is raised and handled.
+
+    Attributes:
+        exception: the ``APIError`` subclass raised.
+        retry: whether the same key may be tried again.
+        key_effect: what the error does to the key. Any effect other than
+            ``KeyEffect.NONE`` makes the error key-scoped: with several keys, the
+            request moves to another healthy key instead of waiting.
+    """
+
+    exception: type[APIError]
+    retry: bool
+    key_effect: KeyEffect = KeyEffect.NONE
+
+    @property
+    def key_scoped(self) -> bool:
+        """Whether another key could succeed where this one failed."""
+        return self.key_effect is not KeyEffect.NONE
+
+
+_AUTH = ErrorRule(AuthenticationError, retry=False, key_effect=KeyEffect.QUARANTINE)
+_SERVER = ErrorRule(ServerError, retry=True)
+_RATE = ErrorRule(RateLimitError, retry=True, key_effect=KeyEffect.COOL)
+_QUOTA = ErrorRule(QuotaExceededError, retry=False, key_effect=KeyEffect.LONG_COOL)
+_NOT_FOUND = ErrorRule(NotFoundError, retry=False)
+_BAD = ErrorRule(BadRequestError, retry=False)
+_DENIED = ErrorRule(PermissionDeniedError, retry=False)
+_OTHER = ErrorRule(APIError, retry=False)
+
+
+@attrs.frozen
+class ErrorTable:
+    """Maps error ``type`` first, HTTP status second, to an ``ErrorRule``.
+
+    Extend it rather than replace it::
+
+        table = DEFAULT_ERROR_TABLE.with_types(
+            {"MODEL_BUSY": ErrorRule(ServerError, retry=True)}
+        )
+        policy = RetryPolicy(error_table=table)
+    """
+
+    types: Mapping[str, ErrorRule] = attrs.field(converter=dict)
+    statuses: Mapping[int, ErrorRule] = attrs.field(converter=dict)
+
+    def with_types(self, rules: Mapping[str, ErrorRule]) -> ErrorTable:
+        """Return a table where ``rules`` add to (or override) the type rows."""
+        return attrs.evolve(self, types={**self.types, **rules})
+
+    def with_statuses(self, rules: Mapping[int, ErrorRule]) -> ErrorTable:
+        """Return a table where ``rules`` add to (or override) the status rows."""
+        return attrs.evolve(self, statuses={**self.statuses, **rules})
+
+    def rule_for(self, error_type: str | None, status_code: int) -> ErrorRule:
+        """The rule for an error: by type, else by status, else by status family."""
+        if error_type:
+            rule = self.types.get(error_type) or self.types.get(error_type.lower())
+            if rule is not None:
+                return rule
+        rule = self.statuses.get(status_code)
+        if rule is not None:
+            return rule
+        return _SERVER if status_code >= 500 else _OTHER  # noqa: PLR2004 - the 5xx family
+
+
+DEFAULT_ERROR_TABLE = ErrorTable(
+    types={
+        "INCORRECT_API_KEY_PROVIDED": _AUTH,
+        "invalid_api_key": _AUTH,
+        "authentication_error": _AUTH,
+        "INVOKE_MODEL_ERROR": _SERVER,
+        "server_error": _SERVER,
+        "rate_limit_exceeded": _RATE,
+        "insufficient_quota": _QUOTA,
+        "model_not_found": _NOT_FOUND,
+        "invalid_request_error": _BAD,
+        "permission_denied": _DENIED,
+    },
+    statuses={
+        400: _BAD,
+        401: _AUTH,
+        403: _DENIED,
+        404: _NOT_FOUND,
+        408: _SERVER,
+        422: _BAD,
+        429: _RATE,
+        500: _SERVER,
+        502: _SERVER,
+        503: _SERVER,
+        504: _SERVER,
+    },
+)
+"""The table of DESIGN.md; see ``docs/errors.md`` for what each row means."""
+
+
+def excerpt(content: bytes | str, limit: int = _EXCERPT_CHARS) -> str:
+    """A short one-line excerpt of a body, for messages."""
+    text = content.decode("utf-8", "replace") if isinstance(content, bytes) else content
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def parse_retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or HTTP date)."""
+    millis = headers.get("retry-after-ms")
+    if millis is not None:
+        seconds = _number(millis)
+        if seconds is not None:
+            return max(seconds / 1000.0, 0.0)
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    value = value.strip()
+    if value.endswith("ms"):
+        seconds = _number(value[:-2])
+        return None if seconds is None else max(seconds / 1000.0, 0.0)
+    seconds = _number(value)
+    if seconds is not None:
+        return max(seconds, 0.0)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+def _number(text: str) -> float | None:
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return number if number == number and number != float("inf") else None  # no NaN/inf
+
+
+def api_error(
+    status_code: int,
+    headers: Mapping[str, str],
+    content: bytes,
+    *,
+    key: str | None,
+    table: ErrorTable,
+) -> APIError:
+    """Build the typed ``APIError`` for a non-2xx response (or an in-stream error)."""
+    try:
+        body: Any = json.loads(content) if content.strip() else None
+    except ValueError:
+        body = None
+    fields = _envelope(body) if body is not None else None
+    if fields is None:
+        body = content.decode("utf-8", "replace")
+        error_type, code, param = None, None, None
+        kind = headers.get("content-type", "unknown content type").split(";")[0]
+        message = (
+            f"empty error body ({kind})"
+            if not body.strip()
+            else f"non-JSON error body ({kind}): {excerpt(body)}"
+        )
+    else:
+        error_type, code, message, param = fields
+    return error_for(
+        table.rule_for(error_type, status_code).exception,
+        message,
+        status_code=status_code,
+        type=error_type,
+        code=code,
+        param=param,
+        request_id=next((headers[h] for h in _REQUEST_ID_HEADERS if h in headers), None),
+        body=body,
+        key=key,
+        headers=headers,
+    )
+
+
+def error_for(cls: type[APIError], message: str, **fields: Any) -> APIError:
+    """Instantiate ``cls`` with its retry-relevant header facts attached."""
+    headers: Mapping[str, str] = fields.pop("headers", {})
+    error = cls(message, retry_after=parse_retry_after(headers), **fields)
+    should = headers.get("x-should-retry")
+    error.should_retry = None if should is None else should.strip().lower() == "true"
+    return error
+
+
+def _envelope(body: Any) -> tuple[str | None, int | None, str, str | None] | None:
+    """(type, code, message, param) from either platform envelope, or None if absent."""
+    if not isinstance(body, dict):
+        return None
+    error = body.get("error")
+    inner: dict[str, Any] = error if isinstance(error, dict) else {}
+    top_message = body.get("message")
+    error_type = _text(inner.get("type")) or _text(body.get("type"))
+    if error_type is None and isinstance(top_message, str) and _TYPE_NAME.match(top_message):
+        error_type = top_message
+    message = (
+        _text(inner.get("message"))
+        or (error if isinstance(error, str) and error else None)
+        or _text(body.get("detail"))
+        or _text(top_message)
+        or error_type
+        or f"error body without a message: {excerpt(json.dumps(body, ensure_ascii=False))}"
+    )
+    code = _code(inner.get("code"))
+    if code is None:
+        code = _code(body.get("code"))
+    return error_type, code, message, _text(inner.get("param")) or _text(body.get("param"))
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, str):
+        return value or None
+    if isinstance(value, list | dict):
+        return json.dumps(value, ensure_ascii=False) or None
+    return None
+
+
+def _code(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    return None

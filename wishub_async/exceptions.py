@@ -1,0 +1,194 @@
+"""Every exception wishub-async raises on purpose.
+
+``WishubError`` is the root. ``APIError`` means the server answered with an error;
+its subclass is chosen from the error-type table (see ``ErrorTable``).
+``APIConnectionError`` means no usable answer arrived. No exception ever holds an
+AppKey: ``key`` is the key's label or its redacted id (``…`` plus 4 characters).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ClientStateError",
+    "ConfigurationError",
+    "KeyUnavailableError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "QuotaExceededError",
+    "RateLimitError",
+    "ResponseValidationError",
+    "ServerError",
+    "WishubError",
+]
+
+
+class WishubError(Exception):
+    """Root of every exception wishub-async raises on purpose."""
+
+
+class ConfigurationError(WishubError, ValueError):
+    """The client was configured wrongly (missing or malformed key, unsafe URL...)."""
+
+
+class ClientStateError(WishubError, RuntimeError):
+    """The client was used after ``aclose()``, opened twice, or a view was opened."""
+
+
+class KeyUnavailableError(WishubError):
+    """No AppKey can take the request: every candidate is quarantined or cooling.
+
+    Attributes:
+        key: the label of the key that was asked for, or None when any key would do.
+        reason: a short explanation naming each key's state.
+    """
+
+    def __init__(self, reason: str, *, key: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.key = key
+
+
+class APIError(WishubError):
+    """The server answered with an error.
+
+    Attributes:
+        status_code: the HTTP status (200 for an error inside a stream).
+        type: the platform's error type, such as ``INCORRECT_API_KEY_PROVIDED``.
+        code: the platform's numeric code, such as 500004, when it sent one.
+        message: the human-readable text the server sent (or a body excerpt).
+        param: the offending parameter, when the server named one.
+        request_id: the request id from the response headers, when present.
+        body: the raw body: parsed JSON when it was JSON, else the text.
+        key: the label (or redacted id) of the AppKey that was used.
+        retry_after: seconds the server asked us to wait, when it said so.
+        should_retry: the server's ``x-should-retry`` header as a bool, when sent.
+    """
+
+    should_retry: bool | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        type: str | None = None,
+        code: int | None = None,
+        param: str | None = None,
+        request_id: str | None = None,
+        body: Any = None,
+        key: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+        self.type = type
+        self.code = code
+        self.param = param
+        self.request_id = request_id
+        self.body = body
+        self.key = key
+        self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        head = f"HTTP {self.status_code}"
+        if self.type:
+            head += f" {self.type}"
+        if self.code is not None:
+            head += f" (code {self.code})"
+        tail = [f"{name}={value}" for name, value in self._context() if value]
+        text = f"{head}: {self.message}"
+        return f"{text} [{', '.join(tail)}]" if tail else text
+
+    def _context(self) -> tuple[tuple[str, str | None], ...]:
+        return (("param", self.param), ("key", self.key), ("request_id", self.request_id))
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(status_code={self.status_code}, type={self.type!r}, "
+            f"code={self.code!r}, message={self.message!r}, key={self.key!r})"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keyword-only fields: rebuild through __dict__ so the error pickles (subprocesses).
+        return (_rebuild, (type(self), self.__dict__))
+
+
+def _rebuild(cls: type[APIError], state: dict[str, Any]) -> APIError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, state.get("message", ""))
+    error.__dict__.update(state)
+    return error
+
+
+class BadRequestError(APIError):
+    """The request was malformed or had invalid parameters (400, 422)."""
+
+
+class AuthenticationError(APIError):
+    """The AppKey was rejected (``INCORRECT_API_KEY_PROVIDED``, 401)."""
+
+
+class PermissionDeniedError(APIError):
+    """The AppKey may not use this resource (403)."""
+
+
+class NotFoundError(APIError):
+    """The model or path does not exist for this key (404, ``model_not_found``)."""
+
+
+class RateLimitError(APIError):
+    """Too many requests for this key (429, ``rate_limit_exceeded``)."""
+
+
+class QuotaExceededError(APIError):
+    """The key's quota is used up (``insufficient_quota``)."""
+
+
+class ServerError(APIError):
+    """The platform failed (5xx, 408, ``INVOKE_MODEL_ERROR``); usually transient."""
+
+
+class APIConnectionError(WishubError):
+    """No usable response arrived: refused, reset, closed early, or unreadable.
+
+    Attributes:
+        key: the label (or redacted id) of the AppKey that was used, if any.
+    """
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.key = key
+
+    def __str__(self) -> str:
+        return f"{self.message} [key={self.key}]" if self.key else self.message
+
+
+class APITimeoutError(APIConnectionError):
+    """The request timed out, or the retry deadline ran out."""
+
+
+class ResponseValidationError(WishubError):
+    """A 2xx body was not JSON or did not fit the expected shape.
+
+    Attributes:
+        path: where in the body the problem is, such as ``$.data[0].id``.
+        body_excerpt: the start of the body, for diagnosis.
+    """
+
+    def __init__(self, message: str, *, path: str = "$", body_excerpt: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.path = path
+        self.body_excerpt = body_excerpt
+
+    def __str__(self) -> str:
+        return f"{self.message} (at {self.path})"
