@@ -296,3 +296,17 @@ async def test_a_caller_client_with_a_small_pool_still_works(backend: str) -> No
         outcomes = await wh.map(list_for_item, range(50))
     assert all(outcome.ok for outcome in outcomes)
     await small.aclose()
+
+
+@pytest.mark.real_waits
+async def test_waiting_happens_in_our_queue_not_in_the_httpx_pool(backend: str) -> None:
+    some = keys(4)
+    fake = FakeWishub(some, latency=0.02)
+    tight_pool = httpx.Timeout(10.0, pool=0.001)  # httpx would give up at once
+    async with (
+        fake.serve() as base_url,
+        AsyncWishub(app_keys=some, base_url=base_url, max_concurrency=8, timeout=tight_pool) as wh,
+    ):
+        outcomes = await wh.map(list_for_item, range(80))
+    assert all(outcome.ok for outcome in outcomes), outcomes.failed[:1]
+    assert fake.peak_in_flight_total == 8
