@@ -27,7 +27,7 @@ from .exceptions import ClientStateError, ConfigurationError
 from .models import ModelList
 
 if TYPE_CHECKING:
-    from ._fanout import Outcome, OutcomeList
+    from ._fanout import OutcomeList
 
 __all__ = ["DEFAULT_BASE_URL", "AsyncWishub"]
 
@@ -51,7 +51,9 @@ class _State(enum.Enum):
 class _Shared:
     """What every view of one client shares: pool, keys, limits and lifecycle."""
 
-    def __init__(self, transport: Transport, ring: KeyRing, max_concurrency: int, owned: bool):
+    def __init__(
+        self, transport: Transport, ring: KeyRing, max_concurrency: int, *, owned: bool
+    ) -> None:
         self.transport = transport
         self.ring = ring
         self.limiter = anyio.CapacityLimiter(max_concurrency)
@@ -170,7 +172,7 @@ class AsyncWishub:
 
     def _view(self, options: _Options, pinned: AppKey | None, record: CallRecord | None) -> Self:
         view = object.__new__(type(self))
-        view._init_view(self._shared, options, pinned, record, owner=False)  # noqa: SLF001
+        view._init_view(self._shared, options, pinned, record, owner=False)
         return view
 
     # -- lifecycle ---------------------------------------------------------------
@@ -294,7 +296,9 @@ class AsyncWishub:
     def map_as_completed(
         self, fn: Callable[[Self, ItemT], Awaitable[T]], items: Iterable[ItemT]
     ) -> AbstractAsyncContextManager[_fanout.OutcomeStream[T]]:
-        """Like ``map``, but yield each ``Outcome`` as it completes::
+        """Like ``map``, but hand out each ``Outcome`` as soon as it completes.
+
+        Use it as an async context manager::
 
             async with wh.map_as_completed(ask, questions) as outcomes:
                 async for outcome in outcomes:
@@ -388,7 +392,9 @@ def _make_options(
         raise ConfigurationError(f"retry= takes a RetryPolicy, not {type(retry).__name__}")
     for name, value in headers.items():
         if name.lower() == "authorization":
-            raise ConfigurationError("set keys with app_key=/app_keys=, not an Authorization header")
+            raise ConfigurationError(
+                "set keys with app_key=/app_keys=, not an Authorization header"
+            )
         if not _is_header_safe(name) or not _is_header_safe(value, allow_space=True):
             raise ConfigurationError(f"header {name!r} has control or non-ASCII characters")
     return _Options(

@@ -116,7 +116,7 @@ def _strict(kind: type[T]) -> Callable[[Any, Any], T]:
     def hook(value: Any, _: Any) -> T:
         if type(value) is not kind:
             raise TypeError(f"expected {kind.__name__}, got {type(value).__name__}")
-        return value  # type: ignore[no-any-return]  # checked just above
+        return value
 
     return hook
 
@@ -151,7 +151,9 @@ def _tuple_hook(converter: cattrs.Converter) -> Callable[[Any], Callable[[Any, A
                 try:
                     items.append(item_hook(item, item_type))
                 except Exception as exc:  # noqa: BLE001 - collected and re-raised as a group
-                    exc.add_note(cattrs.IterableValidationNote(f"@ index {index}", index, item_type))
+                    exc.add_note(
+                        cattrs.IterableValidationNote(f"@ index {index}", index, item_type)
+                    )
                     errors.append(exc)
             if errors:
                 raise cattrs.IterableValidationError(f"While structuring {cls!r}", errors, cls)
@@ -202,7 +204,7 @@ def structure(data: Any, cls: type[T], content: bytes = b"") -> T:
     """Structure decoded JSON into ``cls``, or raise ``ResponseValidationError``."""
     try:
         return _CONVERTER.structure(data, cls)
-    except Exception as exc:  # noqa: BLE001 - any converter failure is a bad response
+    except Exception as exc:
         problems = cattrs.transform_error(exc, path="$")
         first = problems[0] if problems else f"{type(exc).__name__}: {exc}"
         message, _, path = first.partition(" @ ")

@@ -10,8 +10,10 @@ from __future__ import annotations
 import email.utils
 import enum
 import json
+import math
 import re
 import time
+import types
 from collections.abc import Mapping
 from typing import Any
 
@@ -78,6 +80,10 @@ class ErrorRule:
         return self.key_effect is not KeyEffect.NONE
 
 
+def _readonly(rows: Mapping[Any, ErrorRule]) -> Mapping[Any, ErrorRule]:
+    return types.MappingProxyType(dict(rows))
+
+
 _AUTH = ErrorRule(AuthenticationError, retry=False, key_effect=KeyEffect.QUARANTINE)
 _SERVER = ErrorRule(ServerError, retry=True)
 _RATE = ErrorRule(RateLimitError, retry=True, key_effect=KeyEffect.COOL)
@@ -100,8 +106,8 @@ class ErrorTable:
         policy = RetryPolicy(error_table=table)
     """
 
-    types: Mapping[str, ErrorRule] = attrs.field(converter=dict)
-    statuses: Mapping[int, ErrorRule] = attrs.field(converter=dict)
+    types: Mapping[str, ErrorRule] = attrs.field(converter=_readonly)
+    statuses: Mapping[int, ErrorRule] = attrs.field(converter=_readonly)
 
     def with_types(self, rules: Mapping[str, ErrorRule]) -> ErrorTable:
         """Return a table where ``rules`` add to (or override) the type rows."""
@@ -189,7 +195,7 @@ def _number(text: str) -> float | None:
         number = float(text)
     except ValueError:
         return None
-    return number if number == number and number != float("inf") else None  # no NaN/inf
+    return number if math.isfinite(number) else None
 
 
 def api_error(

@@ -89,8 +89,9 @@ async def _run(
         value = await call(view)
     except Exception as exc:  # noqa: BLE001 - an outcome holds any failure of the call
         return Outcome(index, record.key, None, exc, record.attempts, time.monotonic() - started)
-    return Outcome(index, record.key or label, value, None, record.attempts,
-                   time.monotonic() - started)
+    return Outcome(
+        index, record.key or label, value, None, record.attempts, time.monotonic() - started
+    )
 
 
 async def fan_out(

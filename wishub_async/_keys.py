@@ -208,7 +208,9 @@ def _check_secret(label: str, secret: object) -> str:
 class KeyRing:
     """All keys of one client, and the choice of a key for each attempt."""
 
-    def __init__(self, pairs: Iterable[tuple[str, str]], *, per_key_concurrency: int | None):
+    def __init__(
+        self, pairs: Iterable[tuple[str, str]], *, per_key_concurrency: int | None
+    ) -> None:
         self.keys = [
             AppKey(
                 label=label,

@@ -16,7 +16,13 @@ from ._keys import AppKey, KeyRing, MustWait
 from ._transport import Request, Response
 from .exceptions import APIConnectionError, APIError, APITimeoutError, KeyUnavailableError
 
-__all__ = ["CallRecord", "RetryPolicy", "send_with_retries", "set_instant_waits"]
+__all__ = [
+    "CallRecord",
+    "RetryPolicy",
+    "instant_waits_enabled",
+    "send_with_retries",
+    "set_instant_waits",
+]
 
 log = logging.getLogger("wishub_async")
 
@@ -27,6 +33,11 @@ def set_instant_waits(instant: bool) -> None:
     """Make every retry and cooling wait instant (for tests); see ``testing.instant_waits``."""
     global _instant  # noqa: PLW0603 - one process-wide test switch, like stamina's
     _instant = instant
+
+
+def instant_waits_enabled() -> bool:
+    """Whether the test switch is on."""
+    return _instant
 
 
 async def _sleep(seconds: float) -> None:
@@ -74,7 +85,7 @@ class RetryPolicy:
 
     def backoff(self, retry: int) -> float:
         """The wait before retry number ``retry`` (1-based): capped exponential + jitter."""
-        base = min(self.max_wait, self.initial_wait * 2 ** (retry - 1))
+        base = min(self.max_wait, self.initial_wait * 2.0 ** (retry - 1))
         return base * (1 - self.jitter * random.random())  # noqa: S311 - jitter, not crypto
 
     def decide(self, error: APIError | APIConnectionError, retry: int) -> float | None:
@@ -107,7 +118,7 @@ class CallRecord:
 Attempt = Callable[[Request, AppKey], Awaitable[Response]]
 
 
-async def send_with_retries(  # noqa: PLR0913 - the loop's collaborators, all keyword-only
+async def send_with_retries(
     request: Request,
     attempt: Attempt,
     *,
@@ -119,10 +130,28 @@ async def send_with_retries(  # noqa: PLR0913 - the loop's collaborators, all ke
 ) -> Response:
     """Run ``attempt`` until it succeeds, the policy gives up, or the deadline passes."""
     if policy.deadline is None:
-        return await _loop(request, attempt, ring, pinned, policy, limiter, record, math.inf)
+        return await _loop(
+            request,
+            attempt,
+            ring=ring,
+            pinned=pinned,
+            policy=policy,
+            limiter=limiter,
+            record=record,
+            deadline=math.inf,
+        )
     deadline = time.monotonic() + policy.deadline
     with anyio.move_on_after(policy.deadline):
-        return await _loop(request, attempt, ring, pinned, policy, limiter, record, deadline)
+        return await _loop(
+            request,
+            attempt,
+            ring=ring,
+            pinned=pinned,
+            policy=policy,
+            limiter=limiter,
+            record=record,
+            deadline=deadline,
+        )
     raise APITimeoutError(
         f"deadline of {policy.deadline:g}s passed after {record.attempts} attempt(s)"
         + (f"; last error: {record.error}" if record.error else ""),
@@ -130,9 +159,10 @@ async def send_with_retries(  # noqa: PLR0913 - the loop's collaborators, all ke
     ) from record.error
 
 
-async def _loop(  # noqa: PLR0913 - private; the arguments of send_with_retries
+async def _loop(
     request: Request,
     attempt: Attempt,
+    *,
     ring: KeyRing,
     pinned: AppKey | None,
     policy: RetryPolicy,
@@ -185,7 +215,9 @@ async def _loop(  # noqa: PLR0913 - private; the arguments of send_with_retries
         if wait is None or retries >= policy.attempts:
             raise failure
         if time.monotonic() + wait > deadline:
-            _log(request, key, failure, f"not waiting {wait:.2f}s past the deadline", record.attempts)
+            _log(
+                request, key, failure, f"not waiting {wait:.2f}s past the deadline", record.attempts
+            )
             raise failure
         _log(request, key, failure, f"retrying in {wait:.2f}s", record.attempts)
         await _sleep(wait)

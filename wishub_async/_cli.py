@@ -1,0 +1,160 @@
+"""The ``wishub`` command: list the models each AppKey may call.
+
+Exit codes: 0 all went well; 1 the API (or the network) failed for at least one key;
+2 usage or configuration error; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+import anyio
+
+from ._client import AsyncWishub
+from ._fanout import Outcome, OutcomeList
+from .exceptions import ConfigurationError, WishubError
+from .models import ModelList
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_API_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+DEMO_KEY = "0123456789abcdef0123456789abcdef"  # the built-in fake's key; not a real one
+
+_EXAMPLES = """\
+examples:
+  wishub models --demo                      list the built-in fake's models (no key needed)
+  wishub models --demo --app-key WRONGKEY   see how a rejected key is reported
+  WISHUB_APP_KEY=... wishub models          list the models your AppKey may call
+  wishub models --app-key K1 --app-key K2   one section per key, then a summary
+  wishub models --json                      machine-readable output
+
+exit codes: 0 ok, 1 API or network error, 2 usage error, 130 interrupted
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--app-key",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="an AppKey (repeat for several); default: $WISHUB_APP_KEY",
+    )
+    common.add_argument("--base-url", help="API root; default: $WISHUB_BASE_URL or wishub-x1")
+    common.add_argument("--json", action="store_true", help="print JSON for scripts")
+    common.add_argument(
+        "--demo", action="store_true", help="run against the built-in fake (no key, no network)"
+    )
+    parser = argparse.ArgumentParser(
+        prog="wishub",
+        description="Command line for the wishub model API.",
+        epilog=_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser(
+        "models",
+        parents=[common],
+        help="list the models each AppKey may call",
+        description="List the models each AppKey may call.",
+        epilog=_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code (the console script exits with it)."""
+    args = _parser().parse_args(argv)
+    try:
+        return anyio.run(_models, args, sys.stdout, sys.stderr)
+    except ConfigurationError as exc:
+        print(f"wishub: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+def _client(args: argparse.Namespace) -> AsyncWishub:
+    keys: list[str] = args.app_key
+    if args.demo:
+        from .testing import FakeWishub  # noqa: PLC0415 - only the demo needs the fake
+
+        # The fake knows DEMO_KEY only: any other --app-key shows the wrong-key answer.
+        return FakeWishub([DEMO_KEY]).client(app_keys=keys or [DEMO_KEY])
+    if not keys:
+        env_key = os.environ.get("WISHUB_APP_KEY")
+        if not env_key:
+            raise ConfigurationError(
+                "no AppKey: pass --app-key KEY, set WISHUB_APP_KEY, or try --demo"
+            )
+        keys = [env_key]
+    return AsyncWishub(app_keys=keys, base_url=args.base_url)
+
+
+async def _models(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    async with _client(args) as wh:
+        outcomes = await wh.fan_out(_list)
+        redacted = {status.label: status.redacted for status in wh.key_status()}
+    if args.json:
+        json.dump([_as_json(o, redacted) for o in outcomes], out, ensure_ascii=False, indent=2)
+        out.write("\n")
+    else:
+        _print_text(outcomes, redacted, out, err)
+    return EXIT_API_ERROR if outcomes.failed else EXIT_OK
+
+
+async def _list(wh: AsyncWishub) -> ModelList:
+    return await wh.models.list()
+
+
+def _print_text(
+    outcomes: OutcomeList[ModelList], redacted: dict[str, str], out: TextIO, err: TextIO
+) -> None:
+    several = len(outcomes) > 1
+    for outcome in outcomes:
+        label = outcome.label or "?"
+        if several:
+            print(f"[{label}] {redacted.get(label, '')}".rstrip(), file=out)
+        if outcome.value is not None:
+            for model in outcome.value:
+                print(f"  {model.id}" if several else model.id, file=out)
+        elif outcome.error is not None:
+            print(f"wishub: {describe_error(outcome.error)}", file=err)
+    if several:
+        failed = len(outcomes.failed)
+        print(f"{len(outcomes) - failed} ok, {failed} failed", file=out)
+
+
+def describe_error(error: Exception) -> str:
+    """One readable line for an error: class, type, code, message, key label."""
+    prefix = "" if isinstance(error, WishubError) else "unexpected "
+    return f"{prefix}{type(error).__name__}: {error}"
+
+
+def _as_json(outcome: Outcome[ModelList], redacted: dict[str, str]) -> dict[str, Any]:
+    label = outcome.label or "?"
+    entry: dict[str, Any] = {"label": label, "key": redacted.get(label), "ok": outcome.ok}
+    if outcome.value is not None:
+        entry["models"] = [
+            {
+                "id": model.id,
+                "owned_by": model.owned_by,
+                "created": model.created.isoformat() if model.created else None,
+            }
+            for model in outcome.value
+        ]
+    elif outcome.error is not None:
+        entry["error"] = {
+            "class": type(outcome.error).__name__,
+            "type": getattr(outcome.error, "type", None),
+            "code": getattr(outcome.error, "code", None),
+            "message": str(outcome.error),
+        }
+    return entry

@@ -1,0 +1,32 @@
+"""Test helpers for wishub-async and for apps built on it.
+
+- ``FakeWishub``: a scriptable fake platform, in-process or on a loopback port.
+- ``instant_waits()``: make every retry and cooling wait instant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from .. import _retry
+from ._fake import DEFAULT_MODELS, Failure, FakeRequest, FakeWishub, Reply
+
+__all__ = ["DEFAULT_MODELS", "Failure", "FakeRequest", "FakeWishub", "Reply", "instant_waits"]
+
+
+@contextmanager
+def instant_waits() -> Iterator[None]:
+    """Within this block, retry backoffs, Retry-After and key cooling take no time.
+
+    Waits are still decided and logged; only the sleeping is skipped::
+
+        with instant_waits():
+            await wh.models.list()  # retries at once
+    """
+    previous = _retry.instant_waits_enabled()
+    _retry.set_instant_waits(True)
+    try:
+        yield
+    finally:
+        _retry.set_instant_waits(previous)

@@ -1,0 +1,344 @@
+"""``FakeWishub``: a scriptable stand-in for the platform, for tests and demos."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import anyio
+import attrs
+import httpx
+
+from .._keys import redact
+
+if TYPE_CHECKING:
+    from .._client import AsyncWishub
+
+__all__ = ["CUT_BODY", "DEFAULT_MODELS", "Failure", "FakeRequest", "FakeWishub", "Reply"]
+
+DEFAULT_MODELS: tuple[str, ...] = (
+    "4bd107bff85941239e27b1509eccfe98",
+    "9dc913a037774fc0b248376905c85da5",
+    "测试模型名称1",
+)
+"""Model ids every key sees unless told otherwise (a hex id and a non-ASCII one)."""
+
+IN_PROCESS_URL = "https://wishub.fake/v1"
+CUT_BODY = b'{"object": "list", "data": [{"id": "4bd1'
+"""What a ``drop_mid_body`` reply sends before the connection dies."""
+
+Shape = Literal["error", "flat", "html", "empty", "drop", "drop_mid_body"]
+"""How a scripted failure answers:
+
+- ``"error"``: ``{"error": {"code": "500001", "type": ..., "message": ...}}``;
+- ``"flat"``: the platform's other envelope, with a top-level int ``code``,
+  ``detail``, ``message`` holding the type name, and the ``error`` object;
+- ``"html"``: a gateway's HTML error page;
+- ``"empty"``: no body at all;
+- ``"drop"``: the connection closes before any response;
+- ``"drop_mid_body"``: a 200 whose body is cut off halfway.
+"""
+
+_KNOWN: dict[str, tuple[int, int | None, str]] = {
+    "INCORRECT_API_KEY_PROVIDED": (401, 500004, "AppKey不正确,请使用正确的AppKey"),
+    "INVOKE_MODEL_ERROR": (500, 500001, "服务接口异常,请联系管理员"),
+    "invalid_api_key": (401, None, "Incorrect API key provided"),
+    "rate_limit_exceeded": (429, None, "Rate limit reached, retry later"),
+    "insufficient_quota": (429, None, "You exceeded your current quota"),
+    "model_not_found": (404, None, "The model does not exist"),
+    "invalid_request_error": (400, None, "Invalid request"),
+    "server_error": (500, None, "The server had an error"),
+}
+_HTML = (
+    "<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway"
+    "</h1></center><hr><center>nginx</center></body></html>"
+)
+
+
+@attrs.frozen
+class Failure:
+    """One scripted failure; see ``FakeWishub.fail``."""
+
+    type: str | None = "INVOKE_MODEL_ERROR"
+    status: int | None = None
+    shape: Shape = "error"
+    code: int | None = None
+    message: str | None = None
+    retry_after: str | None = None
+    headers: Mapping[str, str] = attrs.field(factory=dict)
+    latency: float = 0.0
+    body: bytes | None = None
+
+    def reply(self) -> Reply:
+        """The reply this failure gives."""
+        status, code, message = _KNOWN.get(self.type or "", (500, None, "error"))
+        status = self.status or status
+        code = self.code if self.code is not None else code
+        message = self.message or message
+        headers = {"content-type": "application/json", **self.headers}
+        if self.retry_after is not None:
+            headers["retry-after"] = self.retry_after
+        if self.body is not None:
+            return Reply(status, headers, self.body)
+        if self.shape == "html":
+            return Reply(status, {**headers, "content-type": "text/html"}, _HTML.encode())
+        if self.shape == "empty":
+            return Reply(status, {**headers, "content-type": "text/plain"}, b"")
+        if self.shape in {"drop", "drop_mid_body"}:
+            return Reply(
+                200 if self.shape == "drop_mid_body" else status, headers, b"", drop=self.shape
+            )
+        inner = {"code": None if code is None else str(code), "type": self.type, "message": message}
+        envelope: dict[str, Any] = {"error": inner}
+        if self.shape == "flat":
+            envelope = {"code": code, "detail": message, "message": self.type, **envelope}
+        return Reply(status, headers, _dumps(envelope))
+
+
+@attrs.define
+class Reply:
+    """What the fake answers: status, headers, body (bytes or chunks), or a drop."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes | AsyncIterator[bytes]
+    drop: Literal["drop", "drop_mid_body"] | None = None
+
+
+@attrs.frozen
+class FakeRequest:
+    """One request the fake received. ``key`` is the raw key sent (repr redacts it)."""
+
+    method: str
+    path: str
+    key: str | None = attrs.field(repr=lambda key: redact(key) if key else "None")
+    json: Any
+    status: int
+
+
+Route = Callable[["FakeWishub", str, Any], Awaitable[Reply]]
+
+
+class FakeWishub(httpx.AsyncBaseTransport):
+    """A fake wishub platform: per-key model lists, scripted failures, a request log.
+
+    Mount it in-process::
+
+        fake = FakeWishub({"k" * 32: ["my-model"]})
+        async with fake.client(app_key="k" * 32) as wh:
+            assert [m.id for m in await wh.models.list()] == ["my-model"]
+
+    or serve real HTTP on loopback with ``async with fake.serve() as base_url``.
+
+    Args:
+        keys: the keys the fake knows, each with its model ids (a list of keys gets
+            ``models`` each). None accepts any key.
+        models: the model ids of keys given without their own list.
+        latency: seconds every reply waits before it is sent.
+    """
+
+    routes: ClassVar[dict[tuple[str, str], Route]] = {}
+    """(method, path below /v1) -> handler; endpoints register themselves here."""
+
+    def __init__(
+        self,
+        keys: Mapping[str, Sequence[str]] | Iterable[str] | None = None,
+        *,
+        models: Sequence[str] = DEFAULT_MODELS,
+        latency: float = 0.0,
+    ) -> None:
+        self.models = tuple(models)
+        self.latency = latency
+        self.accept_any_key = keys is None
+        self.keys: dict[str, tuple[str, ...]] = {}
+        for key, key_models in (
+            keys.items()
+            if isinstance(keys, Mapping)
+            else ((key, self.models) for key in keys or ())
+        ):
+            self.add_key(key, key_models)
+        self.requests: list[FakeRequest] = []
+        self.in_flight: Counter[str | None] = Counter()
+        self.peak_in_flight: Counter[str | None] = Counter()
+        self.peak_in_flight_total = 0
+        self._in_flight_total = 0
+        self._scripts: dict[str | None, deque[list[Any]]] = {}
+
+    def __repr__(self) -> str:
+        return f"<FakeWishub {len(self.keys)} keys, {len(self.requests)} requests>"
+
+    def add_key(self, key: str, models: Sequence[str] | None = None) -> None:
+        """Make ``key`` valid, seeing ``models`` (default: the fake's models)."""
+        self.keys[key] = tuple(self.models if models is None else models)
+
+    def fail(
+        self,
+        key: str | None = None,
+        *,
+        times: int = 1,
+        **failure: Any,
+    ) -> Failure:
+        """Script the next ``times`` requests with ``key`` (any key if None) to fail.
+
+        Keyword arguments are ``Failure``'s: ``type``, ``status``, ``shape``,
+        ``code``, ``message``, ``retry_after``, ``headers``, ``latency``, ``body``.
+        Key-specific scripts run before any-key ones; scripts run in order.
+        """
+        script = Failure(**failure)
+        self._scripts.setdefault(key, deque()).append([script, times])
+        return script
+
+    def count(self, key: str | None = None, *, path: str | None = None) -> int:
+        """How many requests arrived (with ``key``, on ``path`` when given)."""
+        return sum(
+            1
+            for request in self.requests
+            if (key is None or request.key == key) and (path is None or request.path == path)
+        )
+
+    def client(self, **options: Any) -> AsyncWishub:
+        """An ``AsyncWishub`` wired to this fake in-process (``options`` as usual)."""
+        from .._client import AsyncWishub  # noqa: PLC0415 - avoid an import cycle
+
+        options.setdefault("base_url", IN_PROCESS_URL)
+        return AsyncWishub(http_client=httpx.AsyncClient(transport=self), **options)
+
+    def serve(self) -> Any:
+        """Serve real HTTP on a loopback port: ``async with fake.serve() as base_url``."""
+        from ._server import serve  # noqa: PLC0415 - only needed for real HTTP
+
+        return serve(self)
+
+    # -- answering ---------------------------------------------------------------
+
+    async def answer(self, method: str, path: str, authorization: str | None, body: bytes) -> Reply:
+        """The reply to one request; both the transport and the server call this."""
+        key = _bearer(authorization)
+        payload = _loads(body)
+        self._in_flight_total += 1
+        self.in_flight[key] += 1
+        self.peak_in_flight[key] = max(self.peak_in_flight[key], self.in_flight[key])
+        self.peak_in_flight_total = max(self.peak_in_flight_total, self._in_flight_total)
+        try:
+            reply = await self._answer(method, path, key, payload)
+        finally:
+            self.in_flight[key] -= 1
+            self._in_flight_total -= 1
+        self.requests.append(FakeRequest(method, path, key, payload, reply.status))
+        return reply
+
+    async def _answer(self, method: str, path: str, key: str | None, payload: Any) -> Reply:
+        if self.latency:
+            await anyio.sleep(self.latency)
+        scripted = self._next_failure(key)
+        if scripted is not None:
+            if scripted.latency:
+                await anyio.sleep(scripted.latency)
+            return scripted.reply()
+        if key is None or not (self.accept_any_key or key in self.keys):
+            return Failure(type="INCORRECT_API_KEY_PROVIDED", shape="flat").reply()
+        route = self.routes.get((method, path.removeprefix("/v1")))
+        if route is None:
+            return Failure(
+                type="invalid_request_error", status=404, message=f"no route {method} {path}"
+            ).reply()
+        return await route(self, key, payload)
+
+    def _next_failure(self, key: str | None) -> Failure | None:
+        for owner in (key, None):
+            queue = self._scripts.get(owner)
+            if queue:
+                entry = queue[0]
+                entry[1] -= 1
+                if entry[1] <= 0:
+                    queue.popleft()
+                return entry[0]  # type: ignore[no-any-return]  # [Failure, remaining]
+        return None
+
+    def models_of(self, key: str) -> tuple[str, ...]:
+        """The model ids ``key`` sees."""
+        return self.keys.get(key, self.models)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """The in-process httpx transport."""
+        reply = await self.answer(
+            request.method,
+            request.url.path,
+            request.headers.get("authorization"),
+            await request.aread(),
+        )
+        if reply.drop == "drop":
+            raise httpx.RemoteProtocolError(
+                "Server disconnected without sending a response.", request=request
+            )
+        if reply.drop == "drop_mid_body":
+            return httpx.Response(
+                reply.status, headers=reply.headers, stream=_CutStream(request), request=request
+            )
+        if isinstance(reply.body, bytes):
+            return httpx.Response(
+                reply.status, headers=reply.headers, content=reply.body, request=request
+            )
+        return httpx.Response(
+            reply.status, headers=reply.headers, stream=_ChunkStream(reply.body), request=request
+        )
+
+
+async def _list_models(fake: FakeWishub, key: str, _: Any) -> Reply:
+    data = [
+        {"id": model, "object": "model", "created": "", "owned_by": ""}
+        for model in fake.models_of(key)
+    ]
+    return Reply(
+        200, {"content-type": "application/json"}, _dumps({"object": "list", "data": data})
+    )
+
+
+FakeWishub.routes[("GET", "/models")] = _list_models
+
+
+class _ChunkStream(httpx.AsyncByteStream):
+    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
+        self._chunks = chunks
+        self.closed = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._chunks:
+            yield chunk
+
+    async def aclose(self) -> None:
+        self.closed = True
+        closer = getattr(self._chunks, "aclose", None)
+        if closer is not None:
+            await closer()
+
+
+class _CutStream(httpx.AsyncByteStream):
+    def __init__(self, request: httpx.Request) -> None:
+        self._request = request
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield CUT_BODY
+        raise httpx.RemoteProtocolError(
+            "peer closed connection without sending complete message body",
+            request=self._request,
+        )
+
+
+def _bearer(authorization: str | None) -> str | None:
+    if authorization and authorization.startswith("Bearer "):
+        return authorization[len("Bearer ") :]
+    return None
+
+
+def _loads(body: bytes) -> Any:
+    try:
+        return json.loads(body) if body else None
+    except ValueError:
+        return body.decode("utf-8", "replace")
+
+
+def _dumps(data: Any) -> bytes:
+    return json.dumps(data, ensure_ascii=False).encode()

@@ -1,0 +1,108 @@
+"""A small HTTP/1.1 server on loopback that puts a ``FakeWishub`` on a real socket.
+
+It speaks just enough HTTP/1.1 for clients: keep-alive, ``Content-Length`` request
+bodies, ``Content-Length`` or chunked replies, and real connection drops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from http import HTTPStatus
+from typing import TYPE_CHECKING
+
+import anyio
+import anyio.abc
+
+from ._fake import CUT_BODY
+
+if TYPE_CHECKING:
+    from ._fake import FakeWishub, Reply
+
+__all__ = ["serve"]
+
+_MAX_HEAD = 64 * 1024
+
+
+@asynccontextmanager
+async def serve(fake: FakeWishub) -> AsyncIterator[str]:
+    """Serve ``fake`` on 127.0.0.1 on a free port; yield its base URL (``.../v1``)."""
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+
+    async def handle(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            await _connection(fake, stream)
+
+    async with listener, anyio.create_task_group() as group:
+        group.start_soon(listener.serve, handle)
+        try:
+            yield f"http://127.0.0.1:{port}/v1"
+        finally:
+            group.cancel_scope.cancel()
+
+
+async def _connection(fake: FakeWishub, stream: anyio.abc.SocketStream) -> None:
+    buffer = b""
+    while True:
+        try:
+            request, buffer = await _read_request(stream, buffer)
+        except (anyio.EndOfStream, anyio.BrokenResourceError, OSError, ValueError):
+            return
+        method, target, headers, body = request
+        reply = await fake.answer(method, target.split("?")[0], headers.get("authorization"), body)
+        if reply.drop == "drop":
+            return
+        try:
+            if not await _send(stream, reply):
+                return
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            return
+        if headers.get("connection", "").lower() == "close":
+            return
+
+
+async def _read_request(
+    stream: anyio.abc.SocketStream, buffer: bytes
+) -> tuple[tuple[str, str, dict[str, str], bytes], bytes]:
+    """One request from the connection: ((method, target, headers, body), rest)."""
+    while b"\r\n\r\n" not in buffer:
+        if len(buffer) > _MAX_HEAD:
+            raise ValueError("request head too large")
+        buffer += await stream.receive()
+    head, _, buffer = buffer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    method, target, _version = lines[0].split(" ", 2)
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    length = int(headers.get("content-length", "0"))
+    while len(buffer) < length:
+        buffer += await stream.receive()
+    return (method, target, headers, buffer[:length]), buffer[length:]
+
+
+async def _send(stream: anyio.abc.SocketStream, reply: Reply) -> bool:
+    """Write one reply; False when the connection must close (a scripted drop)."""
+    try:
+        reason = HTTPStatus(reply.status).phrase
+    except ValueError:
+        reason = ""
+    head = [f"HTTP/1.1 {reply.status} {reason}"]
+    head += [f"{name}: {value}" for name, value in reply.headers.items()]
+    if reply.drop == "drop_mid_body":
+        head.append(f"content-length: {len(CUT_BODY) * 4}")
+        await stream.send(("\r\n".join(head) + "\r\n\r\n").encode() + CUT_BODY)
+        return False
+    if isinstance(reply.body, bytes):
+        head.append(f"content-length: {len(reply.body)}")
+        await stream.send(("\r\n".join(head) + "\r\n\r\n").encode() + reply.body)
+        return True
+    head.append("transfer-encoding: chunked")
+    await stream.send(("\r\n".join(head) + "\r\n\r\n").encode())
+    async for chunk in reply.body:
+        if chunk:
+            await stream.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+    await stream.send(b"0\r\n\r\n")
+    return True
