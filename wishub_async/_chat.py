@@ -15,7 +15,7 @@ from ._errors import ErrorTable, api_error
 from ._resources import Call, error_check, is_error_event, request_body
 from ._sse import DONE, SSEDecoder, decode_payload
 from ._transport import Request, Response
-from .exceptions import APIConnectionError, APIError, APITimeoutError
+from .exceptions import APIConnectionError, APIError, APITimeoutError, WishubError
 from .models import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -33,6 +33,9 @@ __all__ = ["DEFAULT_IDLE_TIMEOUT", "Chat", "ChatParams", "ChatStream", "Completi
 
 DEFAULT_IDLE_TIMEOUT = 300.0
 """Seconds a stream may go without a chunk (keep-alive comments do not count)."""
+
+_DRAIN_SECONDS = 1.0
+_DRAIN_BYTES = 64 * 1024
 
 Message = Mapping[str, Any]
 
@@ -216,6 +219,7 @@ class ChatStream:
         self._error: APIError | None = None
         self._ended = False
         self._saw_done = False
+        self._eof = False
         self._parts = _Parts()
 
     # -- the first chunk, inside the retry loop ------------------------------------
@@ -226,13 +230,17 @@ class ChatStream:
         self._bytes = response.aiter_bytes()
         self._decoder = SSEDecoder()
         self._ready.clear()
-        self._error, self._ended, self._saw_done = None, False, False
+        self._error, self._ended, self._saw_done, self._eof = None, False, False, False
         try:
             while not self._ended and not any(map(_has_content, self._ready)):
                 await self._read()
-            self._check_started()
         except BaseException:
             await self.aclose()
+            raise
+        try:
+            self._check_started()
+        except WishubError:
+            await self._finish()
             raise
 
     def _check_started(self) -> None:
@@ -260,7 +268,7 @@ class ChatStream:
             raise self._timeout(limit) from None
         if data is None:
             self._take(self._decoder.close())
-            self._ended = True
+            self._ended = self._eof = True
         else:
             self._take(self._decoder.feed(data))
 
@@ -276,6 +284,27 @@ class ChatStream:
                     self._ended = True
                 else:
                     self._ready.append(structure(value, ChatCompletionChunk, payload.encode()))
+
+    async def _finish(self) -> None:
+        """The stream ended (``[DONE]`` or an error event): read to the body's end, close.
+
+        Reading the little that follows lets the connection go back to the pool and
+        lets every async generator in the chain finish (trio warns about abandoned
+        ones). It is bounded in bytes and time; past either, the connection is closed.
+        """
+        try:
+            if self._open and not self._eof and self._bytes is not None:
+                drained = 0
+                with anyio.move_on_after(_DRAIN_SECONDS):
+                    while drained <= _DRAIN_BYTES:
+                        data = await anext(self._bytes, None)
+                        if data is None:
+                            break
+                        drained += len(data)
+        except WishubError:
+            pass  # the answer is complete; a broken tail does not matter
+        finally:
+            await self.aclose()
 
     def _api_error(self, value: object) -> APIError:
         response = self._response
@@ -298,10 +327,10 @@ class ChatStream:
         while not self._ready:
             if self._error is not None:
                 error, self._error = self._error, None
-                await self.aclose()
+                await self._finish()
                 raise error
             if self._ended or not self._open:
-                await self.aclose()
+                await self._finish()
                 raise StopAsyncIteration
             try:
                 await self._read()

@@ -101,8 +101,14 @@ async def _send(stream: anyio.abc.SocketStream, reply: Reply) -> bool:
         return True
     head.append("transfer-encoding: chunked")
     await stream.send(("\r\n".join(head) + "\r\n\r\n").encode())
-    async for chunk in reply.body:
-        if chunk:
-            await stream.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+    try:
+        async for chunk in reply.body:
+            if chunk:
+                await stream.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+    finally:
+        closer = getattr(reply.body, "aclose", None)
+        if closer is not None:
+            with anyio.CancelScope(shield=True):
+                await closer()
     await stream.send(b"0\r\n\r\n")
     return True
