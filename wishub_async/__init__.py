@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from ._chat import ChatParams, ChatStream
 from ._client import AsyncWishub
 from ._errors import DEFAULT_ERROR_TABLE, ErrorRule, ErrorTable, KeyEffect
 from ._fanout import Outcome, OutcomeList
@@ -19,6 +20,8 @@ except PackageNotFoundError:  # pragma: no cover - running from a bare source tr
 __all__ = [
     "DEFAULT_ERROR_TABLE",
     "AsyncWishub",
+    "ChatParams",
+    "ChatStream",
     "ErrorRule",
     "ErrorTable",
     "Handler",

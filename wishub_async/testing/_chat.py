@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import attrs
+import httpx
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -31,6 +32,8 @@ __all__ = ["FakeChat", "FakeEmbeddings", "StreamFailure", "chat_route", "embeddi
 CREATED = 1_700_000_000
 """The ``created`` time of every fake completion (deterministic)."""
 
+_STALL = b"<stall>"
+_DROP = b"<drop>"
 _TOKEN = re.compile(r"\S+\s*|\s+")
 _SSE_HEADERS = {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache"}
 _JSON_HEADERS = {"content-type": "application/json"}
@@ -46,6 +49,8 @@ class StreamFailure:
     code: str | None = "500001"
     stall: bool = False
     """Instead of an error event, send nothing more and never end (idle timeouts)."""
+    drop: bool = False
+    """Instead of an error event, drop the connection mid-body."""
 
 
 @attrs.define
@@ -85,14 +90,16 @@ class FakeChat:
         times: int = 1,
         type: str = "INVOKE_MODEL_ERROR",
         stall: bool = False,
+        drop: bool = False,
         message: str = "服务接口异常,请联系管理员",
     ) -> StreamFailure:
         """Make the next ``times`` streams fail after ``after`` chunks.
 
         The failure is an in-stream ``{"error": {...}}`` event inside the HTTP 200
-        (the platform's way), or with ``stall=True`` a stream that goes silent.
+        (the platform's way); with ``stall=True`` the stream goes silent instead, and
+        with ``drop=True`` the connection breaks.
         """
-        failure = StreamFailure(after=after, type=type, message=message, stall=stall)
+        failure = StreamFailure(after=after, type=type, message=message, stall=stall, drop=drop)
         self._failures.append([failure, times])
         return failure
 
@@ -203,8 +210,12 @@ async def _stream(
     behaviour.open_streams += 1
     try:
         for piece in _pieces(behaviour, _frames(behaviour, events, failure)):
-            if piece is None:
+            if piece is _STALL:
                 await anyio.sleep_forever()
+            if piece is _DROP:
+                raise httpx.RemoteProtocolError(
+                    "peer closed connection without sending complete message body"
+                )
             if behaviour.chunk_delay:
                 await anyio.sleep(behaviour.chunk_delay)
             if piece:
@@ -215,13 +226,13 @@ async def _stream(
 
 def _frames(
     behaviour: FakeChat, events: Iterator[dict[str, Any]], failure: StreamFailure | None
-) -> Iterator[bytes | None]:
-    """Each event as SSE bytes; None marks a stall."""
+) -> Iterator[bytes]:
+    """Each event as SSE bytes, or a marker for a stall or a drop."""
     end = behaviour.newline * 2
     for sent, event in enumerate(events):
         if failure is not None and sent == failure.after:
-            if failure.stall:
-                yield None
+            if failure.stall or failure.drop:
+                yield _STALL if failure.stall else _DROP
             error = {"code": failure.code, "type": failure.type, "message": failure.message}
             yield behaviour.prefix + _dumps({"error": error}) + end
             return
@@ -230,10 +241,10 @@ def _frames(
         yield behaviour.prefix + b"[DONE]" + end
 
 
-def _pieces(behaviour: FakeChat, frames: Iterator[bytes | None]) -> Iterator[bytes | None]:
+def _pieces(behaviour: FakeChat, frames: Iterator[bytes]) -> Iterator[bytes]:
     size = behaviour.piece_size
     for frame in frames:
-        if frame is None or not size:
+        if frame in {_STALL, _DROP} or not size:
             yield frame
             continue
         for start in range(0, len(frame), size):

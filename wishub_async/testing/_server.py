@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 import anyio.abc
+import httpx
 
 from ._fake import CUT_BODY
 
@@ -56,8 +57,8 @@ async def _connection(fake: FakeWishub, stream: anyio.abc.SocketStream) -> None:
         try:
             if not await _send(stream, reply):
                 return
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-            return
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError, httpx.HTTPError):
+            return  # httpx.HTTPError: a scripted drop in the middle of a streamed body
         if headers.get("connection", "").lower() == "close":
             return
 
