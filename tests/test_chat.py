@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import gc
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -21,7 +21,9 @@ from wishub_async.exceptions import (
     ServerError,
 )
 from wishub_async.models import ChatCompletion
-from wishub_async.testing import DEFAULT_MODELS, FakeWishub, instant_waits
+from wishub_async.testing import DEFAULT_MODELS, FakeWishub
+
+pytestmark = pytest.mark.usefixtures("instant")
 
 KEY = "0123456789abcdef0123456789abcdef"
 KEY2 = "fedcba9876543210fedcba9876543210"
@@ -30,20 +32,9 @@ ASK = [{"role": "user", "content": "你好 world"}]
 ANSWER = "You said: 你好 world"
 
 
-@pytest.fixture(autouse=True)
-def _instant() -> Iterator[None]:
-    with instant_waits():
-        yield
-
-
 @pytest.fixture
 def fake() -> FakeWishub:
     return FakeWishub([KEY, KEY2])
-
-
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 async def start(wh: AsyncWishub, **params: Any) -> ChatStream:
@@ -260,12 +251,24 @@ async def test_in_stream_error_after_chunks_raises_typed_error_without_retry(
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize("after", [0, 1])
-async def test_error_before_the_first_content_chunk_is_retried(
-    fake: FakeWishub, after: int
+@pytest.mark.parametrize(
+    "failure",
+    [
+        {"after": 0},  # an error event first
+        {"after": 1},  # an error event after the role chunk (no content yet)
+        {"after": 1, "drop": True},  # the connection breaks
+        {"after": 0, "stall": True},  # nothing comes: the idle timeout fires
+        {"shape": "drop_mid_body"},  # a 200 whose body is cut short
+    ],
+)
+async def test_failure_before_the_first_content_chunk_is_retried(
+    fake: FakeWishub, failure: dict[str, Any]
 ) -> None:
-    fake.chat.fail_stream(after=after)
-    async with fake.client(app_key=KEY) as wh, await start(wh) as stream:
+    if "shape" in failure:
+        fake.fail(**failure)
+    else:
+        fake.chat.fail_stream(**failure)
+    async with fake.client(app_key=KEY) as wh, await start(wh, idle_timeout=0.05) as stream:
         answer = await stream.collect()
         assert stream.attempts == 2
     assert answer.text == ANSWER
@@ -304,31 +307,24 @@ async def test_unknown_in_stream_error_type_falls_back_to_status_200(fake: FakeW
 
 
 @pytest.mark.asyncio
-async def test_connection_drop_before_first_chunk_is_retried(fake: FakeWishub) -> None:
-    fake.chat.fail_stream(after=1, drop=True)
-    async with fake.client(app_key=KEY) as wh, await start(wh) as stream:
-        assert (await stream.collect()).text == ANSWER
-    assert fake.count(path="/v1/chat/completions") == 2
-
-
-@pytest.mark.asyncio
-async def test_connection_drop_after_first_chunk_reaches_the_caller(fake: FakeWishub) -> None:
-    fake.chat.fail_stream(after=3, drop=True)
+@pytest.mark.parametrize(
+    ("failure", "error", "match"),
+    [
+        ({"drop": True}, APIConnectionError, "RemoteProtocolError"),
+        ({"stall": True}, APITimeoutError, "idle_timeout"),
+    ],
+)
+async def test_failure_after_the_first_chunk_reaches_the_caller(
+    fake: FakeWishub, failure: dict[str, Any], error: type[Exception], match: str
+) -> None:
+    fake.chat.fail_stream(after=3, **failure)
     async with fake.client(app_key=KEY) as wh:
-        stream = await start(wh)
-        with pytest.raises(APIConnectionError):
+        stream = await start(wh, idle_timeout=0.05)
+        with pytest.raises(error, match=match):
             await stream.collect()
     assert stream.closed
     assert fake.count(path="/v1/chat/completions") == 1
     assert fake.chat.open_streams == 0
-
-
-@pytest.mark.asyncio
-async def test_cut_body_before_first_chunk_is_retried(fake: FakeWishub) -> None:
-    fake.fail(shape="drop_mid_body")
-    async with fake.client(app_key=KEY) as wh, await start(wh) as stream:
-        assert (await stream.collect()).text == ANSWER
-    assert fake.count(path="/v1/chat/completions") == 2
 
 
 # -- closing: break, exceptions, cancellation, timeouts ----------------------------------
@@ -408,26 +404,6 @@ async def test_cancelling_a_task_waiting_on_a_stalled_stream(fake: FakeWishub) -
             group.cancel_scope.cancel()
     assert stream.closed
     assert fake.chat.open_streams == 0
-
-
-@pytest.mark.asyncio
-async def test_idle_timeout_mid_stream(fake: FakeWishub) -> None:
-    fake.chat.fail_stream(after=2, stall=True)
-    async with fake.client(app_key=KEY) as wh:
-        stream = await start(wh, idle_timeout=0.05)
-        with pytest.raises(APITimeoutError, match="idle_timeout"):
-            await stream.collect()
-    assert stream.closed
-    assert fake.chat.open_streams == 0
-    assert fake.count(path="/v1/chat/completions") == 1
-
-
-@pytest.mark.asyncio
-async def test_idle_timeout_before_first_chunk_is_retried(fake: FakeWishub) -> None:
-    fake.chat.fail_stream(after=0, stall=True)
-    async with fake.client(app_key=KEY) as wh, await start(wh, idle_timeout=0.05) as stream:
-        assert (await stream.collect()).text == ANSWER
-    assert fake.count(path="/v1/chat/completions") == 2
 
 
 @pytest.mark.asyncio

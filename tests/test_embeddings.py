@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import base64
 import struct
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,17 +14,13 @@ from wishub_async.exceptions import (
     ServerError,
 )
 from wishub_async.models import EmbeddingList
-from wishub_async.testing import DEFAULT_MODELS, FakeWishub, instant_waits
+from wishub_async.testing import DEFAULT_MODELS, FakeWishub
 from wishub_async.testing._chat import vector
+
+pytestmark = pytest.mark.usefixtures("instant")
 
 KEY = "0123456789abcdef0123456789abcdef"
 MODEL = DEFAULT_MODELS[1]
-
-
-@pytest.fixture(autouse=True)
-def _instant() -> Iterator[None]:
-    with instant_waits():
-        yield
 
 
 @pytest.fixture

@@ -21,11 +21,6 @@ _SPEC.loader.exec_module(relay)
 KEY = "0123456789abcdef0123456789abcdef"
 
 
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 async def call(app: Any, query: bytes) -> list[dict[str, Any]]:
     sent: list[dict[str, Any]] = []
 

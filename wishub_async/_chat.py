@@ -6,7 +6,7 @@ import json
 import warnings
 from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, Self, TypedDict, Unpack, overload
+from typing import Any, Literal, Self, TypedDict, Unpack, overload
 
 import anyio
 
@@ -25,9 +25,6 @@ from .models import (
     FunctionCall,
     ToolCall,
 )
-
-if TYPE_CHECKING:
-    from types import TracebackType
 
 __all__ = ["DEFAULT_IDLE_TIMEOUT", "Chat", "ChatParams", "ChatStream", "Completions"]
 
@@ -381,12 +378,7 @@ class ChatStream:
     async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
     def __del__(self) -> None:

@@ -40,6 +40,12 @@ exit codes: 0 ok, 1 API or network error, 2 usage error, 130 interrupted
 """
 
 
+_COMMANDS = {
+    "models": "list the models each AppKey may call",
+    "chat": "ask a model one question and print its answer (reasoning goes to stderr)",
+}
+
+
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -61,22 +67,16 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser(
-        "models",
-        parents=[common],
-        help="list the models each AppKey may call",
-        description="List the models each AppKey may call.",
-        epilog=_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    chat = commands.add_parser(
-        "chat",
-        parents=[common],
-        help="ask a model one question and print its answer",
-        description="Ask a model one question and print its answer (reasoning goes to stderr).",
-        epilog=_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    for name, summary in _COMMANDS.items():
+        commands.add_parser(
+            name,
+            parents=[common],
+            help=summary,
+            description=summary[0].upper() + summary[1:] + ".",
+            epilog=_EXAMPLES,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+    chat = commands.choices["chat"]
     chat.add_argument("prompt", help="the question (the user message)")
     chat.add_argument("--model", help="the model id (with --demo: the fake's first model)")
     chat.add_argument("--system", help="a system message to send first")
