@@ -607,7 +607,7 @@ async def test_stream_on_both_backends_in_process(fake: FakeWishub) -> None:
 @pytest.mark.anyio
 async def test_stream_on_both_backends_over_loopback_http(fake: FakeWishub) -> None:
     fake.chat.piece_size = 3
-    async with fake.serve() as base_url, fake.client(app_key=KEY, base_url=base_url) as wh:
+    async with fake.serve() as base_url, AsyncWishub(app_key=KEY, base_url=base_url) as wh:
         async with await start(wh) as stream:
             assert (await stream.collect()).text == ANSWER
         fake.chat.fail_stream(after=0)
@@ -620,3 +620,26 @@ async def test_stream_on_both_backends_over_loopback_http(fake: FakeWishub) -> N
         answer = await wh.chat.completions.create(model=MODEL, messages=ASK)
         assert answer.text == ANSWER
     assert fake.chat.open_streams == 0
+
+
+@pytest.mark.asyncio
+async def test_break_drop_and_byte_pieces_over_loopback_http(fake: FakeWishub) -> None:
+    fake.chat.piece_size = 1
+    async with fake.serve() as base_url, AsyncWishub(app_key=KEY, base_url=base_url) as wh:
+        async with await start(wh) as stream:
+            async for _ in stream:
+                break
+        assert stream.closed
+        async with await start(wh) as stream:
+            assert (await stream.collect()).text == ANSWER
+        fake.chat.piece_size = None
+        fake.chat.fail_stream(after=3, drop=True)
+        with pytest.raises(APIConnectionError):
+            async with await start(wh) as stream:
+                await stream.collect()
+        fake.chat.fail_stream(after=1, drop=True)
+        async with await start(wh) as stream:
+            assert (await stream.collect()).text == ANSWER
+        assert stream.attempts == 2
+        vectors = await wh.embeddings.create(model=MODEL, input=["a", "b"])
+        assert len(vectors.vectors) == 2
