@@ -23,8 +23,6 @@ from wishub_async.exceptions import (
 from wishub_async.models import ChatCompletion
 from wishub_async.testing import DEFAULT_MODELS, FakeWishub
 
-pytestmark = pytest.mark.usefixtures("instant")
-
 KEY = "0123456789abcdef0123456789abcdef"
 KEY2 = "fedcba9876543210fedcba9876543210"
 MODEL = DEFAULT_MODELS[0]
@@ -589,8 +587,7 @@ async def test_malformed_chunk_is_a_validation_error_and_closes() -> None:
 # -- both backends, in-process and over real HTTP ---------------------------------------------
 
 
-@pytest.mark.anyio
-async def test_stream_on_both_backends_in_process(fake: FakeWishub) -> None:
+async def test_stream_on_both_backends_in_process(fake: FakeWishub, backend: str) -> None:
     fake.chat.reasoning = "hmm"
     async with fake.client(app_key=KEY) as wh:
         async with await start(wh, stream_options={"include_usage": True}) as stream:
@@ -604,8 +601,7 @@ async def test_stream_on_both_backends_in_process(fake: FakeWishub) -> None:
     assert fake.chat.open_streams == 0
 
 
-@pytest.mark.anyio
-async def test_stream_on_both_backends_over_loopback_http(fake: FakeWishub) -> None:
+async def test_stream_on_both_backends_over_loopback_http(fake: FakeWishub, backend: str) -> None:
     fake.chat.piece_size = 3
     async with fake.serve() as base_url, AsyncWishub(app_key=KEY, base_url=base_url) as wh:
         async with await start(wh) as stream:

@@ -17,8 +17,6 @@ from wishub_async.models import EmbeddingList
 from wishub_async.testing import DEFAULT_MODELS, FakeWishub
 from wishub_async.testing._chat import vector
 
-pytestmark = pytest.mark.usefixtures("instant")
-
 KEY = "0123456789abcdef0123456789abcdef"
 MODEL = DEFAULT_MODELS[1]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
+import importlib.metadata as _metadata
 
 from ._chat import ChatParams, ChatStream
 from ._client import AsyncWishub
@@ -13,8 +13,8 @@ from ._retry import RetryPolicy
 from ._transport import Handler, Middleware, Request, Response
 
 try:
-    __version__ = version("wishub-async")
-except PackageNotFoundError:  # pragma: no cover - running from a bare source tree
+    __version__ = _metadata.version("wishub-async")
+except _metadata.PackageNotFoundError:  # pragma: no cover - running from a bare source tree
     __version__ = "0.0.0"
 
 __all__ = [

@@ -22,7 +22,7 @@ from .exceptions import ConfigurationError, KeyUnavailableError
 
 __all__ = ["AppKey", "KeyRing", "KeyState", "KeyStatus", "MustWait", "load_keys", "redact"]
 
-_VISIBLE_ASCII = re.compile(r"^[\x21-\x7e]+$")
+_VISIBLE_ASCII = re.compile(r"[\x21-\x7e]+")
 _ENV_KEY = "WISHUB_APP_KEY"
 _SHOWN_TAIL = 4
 _MIN_LEN_TO_SHOW_TAIL = 12
@@ -197,7 +197,7 @@ def _check_secret(label: str, secret: object) -> str:
         raise ConfigurationError(f"{name} must be a str, not {type(secret).__name__}")
     if not secret:
         raise ConfigurationError(f"{name} is empty")
-    if not _VISIBLE_ASCII.match(secret):
+    if not _VISIBLE_ASCII.fullmatch(secret):
         raise ConfigurationError(
             f"{name} contains whitespace, control or non-ASCII characters;"
             " copy it again from the console"

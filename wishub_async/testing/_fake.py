@@ -110,13 +110,17 @@ class Reply:
 
 @attrs.frozen
 class FakeRequest:
-    """One request the fake received. ``key`` is the raw key sent (repr redacts it)."""
+    """One request the fake received. ``key`` is the raw key sent (repr redacts it).
+
+    ``headers`` holds the request headers (lower-case names) without Authorization.
+    """
 
     method: str
     path: str
     key: str | None = attrs.field(repr=lambda key: redact(key) if key else "None")
     json: Any
     status: int
+    headers: Mapping[str, str] = attrs.field(factory=dict, repr=False)
 
 
 Route = Callable[["FakeWishub", str, Any], Awaitable[Reply]]
@@ -218,9 +222,11 @@ class FakeWishub(httpx.AsyncBaseTransport):
 
     # -- answering ---------------------------------------------------------------
 
-    async def answer(self, method: str, path: str, authorization: str | None, body: bytes) -> Reply:
+    async def answer(
+        self, method: str, path: str, headers: Mapping[str, str], body: bytes
+    ) -> Reply:
         """The reply to one request; both the transport and the server call this."""
-        key = _bearer(authorization)
+        key = _bearer(headers.get("authorization"))
         payload = _loads(body)
         self._in_flight_total += 1
         self.in_flight[key] += 1
@@ -231,7 +237,8 @@ class FakeWishub(httpx.AsyncBaseTransport):
         finally:
             self.in_flight[key] -= 1
             self._in_flight_total -= 1
-        self.requests.append(FakeRequest(method, path, key, payload, reply.status))
+        shown = {name: value for name, value in headers.items() if name != "authorization"}
+        self.requests.append(FakeRequest(method, path, key, payload, reply.status, shown))
         return reply
 
     async def _answer(self, method: str, path: str, key: str | None, payload: Any) -> Reply:
@@ -271,7 +278,7 @@ class FakeWishub(httpx.AsyncBaseTransport):
         reply = await self.answer(
             request.method,
             request.url.path,
-            request.headers.get("authorization"),
+            {name.lower(): value for name, value in request.headers.items()},
             await request.aread(),
         )
         if reply.drop == "drop":

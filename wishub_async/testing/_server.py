@@ -51,7 +51,7 @@ async def _connection(fake: FakeWishub, stream: anyio.abc.SocketStream) -> None:
         except (anyio.EndOfStream, anyio.BrokenResourceError, OSError, ValueError):
             return
         method, target, headers, body = request
-        reply = await fake.answer(method, target.split("?")[0], headers.get("authorization"), body)
+        reply = await fake.answer(method, target.split("?")[0], headers, body)
         if reply.drop == "drop":
             return
         try:
