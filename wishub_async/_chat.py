@@ -33,6 +33,7 @@ DEFAULT_IDLE_TIMEOUT = 300.0
 
 _DRAIN_SECONDS = 1.0
 _DRAIN_BYTES = 64 * 1024
+_UNWIND_READS = 64
 
 Message = Mapping[str, Any]
 
@@ -374,6 +375,7 @@ class ChatStream:
         assert response is not None  # noqa: S101 - set together with _open
         with anyio.CancelScope(shield=True):
             await response.aclose()
+            await _unwind(self._bytes)
 
     async def __aenter__(self) -> Self:
         return self
@@ -393,6 +395,27 @@ class ChatStream:
     def __repr__(self) -> str:
         state = "open" if self._open else "closed"
         return f"<ChatStream {state} key={self.key}>"
+
+
+async def _unwind(chunks: AsyncIterator[bytes] | None) -> None:
+    """Finish a body's async-generator chain left suspended by an early close.
+
+    Closing the outer generator would leave the inner ones (ours, httpx's, httpcore's)
+    suspended, and trio warns about each when it is garbage collected. One read in an
+    already-cancelled scope makes the cancellation travel through every frame instead,
+    so each one finishes. The response is closed by then: at most what was already
+    buffered is read, and dropped.
+    """
+    if chunks is None:
+        return
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        try:
+            for _ in range(_UNWIND_READS):  # data already buffered comes without a checkpoint
+                if await anext(chunks, None) is None:
+                    break
+        except Exception:  # noqa: BLE001, S110 - the body is closed; any error here is moot
+            pass
 
 
 def _has_content(chunk: ChatCompletionChunk) -> bool:
