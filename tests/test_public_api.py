@@ -12,23 +12,11 @@ import wishub_async.models
 import wishub_async.testing
 
 EXPECTED = {
-    "DEFAULT_ERROR_TABLE",
-    "AsyncWishub",
-    "ChatParams",
-    "ChatStream",
-    "ErrorRule",
-    "ErrorTable",
-    "Handler",
-    "KeyEffect",
-    "KeyState",
-    "KeyStatus",
-    "Middleware",
-    "Outcome",
-    "OutcomeList",
-    "Request",
-    "Response",
-    "RetryPolicy",
-}
+    "DEFAULT_ERROR_TABLE", "AsyncWishub", "ChatParams", "ChatStream", "ErrorRule",
+    "ErrorTable", "Handler", "Hooks", "KeyEffect", "KeyState", "KeyStateChanged",
+    "KeyStatus", "Middleware", "Outcome",
+    "OutcomeList", "Request", "RequestEnded", "Response", "RetryPolicy", "RetryScheduled",
+}  # fmt: skip
 
 
 def test_top_level_all_is_sorted_and_complete() -> None:

@@ -7,6 +7,7 @@ import importlib.metadata as _metadata
 from ._chat import ChatParams, ChatStream
 from ._client import AsyncWishub
 from ._errors import DEFAULT_ERROR_TABLE, ErrorRule, ErrorTable, KeyEffect
+from ._events import Hooks, KeyStateChanged, RequestEnded, RetryScheduled
 from ._fanout import Outcome, OutcomeList
 from ._keys import KeyState, KeyStatus
 from ._retry import RetryPolicy
@@ -25,13 +26,17 @@ __all__ = [
     "ErrorRule",
     "ErrorTable",
     "Handler",
+    "Hooks",
     "KeyEffect",
     "KeyState",
+    "KeyStateChanged",
     "KeyStatus",
     "Middleware",
     "Outcome",
     "OutcomeList",
     "Request",
+    "RequestEnded",
     "Response",
     "RetryPolicy",
+    "RetryScheduled",
 ]

@@ -19,6 +19,7 @@ import httpx
 from . import _fanout
 from ._chat import Chat
 from ._errors import api_error
+from ._events import Hooks
 from ._keys import AppKey, KeyRing, KeyStatus, load_keys
 from ._resources import Embeddings, Models
 from ._retry import CallRecord, RetryPolicy, send_with_retries
@@ -81,6 +82,8 @@ class _Options:
     headers: Mapping[str, str]
     middleware: tuple[Middleware, ...]
     allow_http: bool
+    hooks: Hooks
+    probe: bool = False  # check_keys(): use pinned keys even if quarantined or cooling
 
 
 class AsyncWishub:
@@ -106,6 +109,8 @@ class AsyncWishub:
         backend: ``"httpx"`` (default) or ``"aiohttp"`` (asyncio only; needs the
             ``wishub-async[aiohttp]`` extra).
         headers: extra headers for every request.
+        hooks: observability callbacks (``Hooks``) for request ends, retries and
+            key state changes.
         allow_http: allow plain ``http://`` to a non-loopback host (keys travel in clear).
 
     Raises:
@@ -126,6 +131,7 @@ class AsyncWishub:
         http_client: httpx.AsyncClient | None = None,
         backend: Backend = "httpx",
         headers: Mapping[str, str] | None = None,
+        hooks: Hooks | None = None,
         allow_http: bool = False,
     ) -> None:
         ring = KeyRing(load_keys(app_key, app_keys), per_key_concurrency=per_key_concurrency)
@@ -138,6 +144,7 @@ class AsyncWishub:
             headers=headers or {},
             middleware=tuple(middleware),
             allow_http=allow_http,
+            hooks=hooks or Hooks(),
         )
         transport = _make_transport(backend, http_client, max_concurrency)
         shared = _Shared(transport, ring, max_concurrency, owned=http_client is None)
@@ -232,6 +239,7 @@ class AsyncWishub:
         retry: RetryPolicy = _UNSET,
         headers: Mapping[str, str] = _UNSET,
         middleware: Sequence[Middleware] = _UNSET,
+        hooks: Hooks = _UNSET,
         allow_http: bool = _UNSET,
     ) -> Self:
         """A view with some options changed, sharing this client's pool and keys."""
@@ -243,6 +251,7 @@ class AsyncWishub:
             headers=current.headers if headers is _UNSET else headers,
             middleware=current.middleware if middleware is _UNSET else tuple(middleware),
             allow_http=current.allow_http if allow_http is _UNSET else allow_http,
+            hooks=current.hooks if hooks is _UNSET else hooks,
         )
         return self._view(options, self._pinned, self._record)
 
@@ -262,13 +271,11 @@ class AsyncWishub:
     async def check_keys(self) -> OutcomeList[ModelList]:
         """Probe every key with ``GET /models``; keys that work leave quarantine.
 
-        Every key is given a fresh chance first (quarantine and cooling lifted); a key
-        that fails the probe gets the health its error prescribes again.
+        Quarantined and cooling keys are probed too; a key that fails the probe gets
+        the health its error prescribes.
         """
-        for key in self._shared.ring.keys:
-            key.quarantined = False
-            key.end_cooling()
-        return await _fanout.fan_out(self, _list_models, keys=None)
+        probing = self._view(attrs.evolve(self._options, probe=True), None, None)
+        return await _fanout.fan_out(probing, _list_models, keys=None)
 
     async def fan_out(
         self,
@@ -365,6 +372,8 @@ class AsyncWishub:
             policy=options.retry,
             limiter=self._shared.limiter,
             record=self._record if self._record is not None else CallRecord(),
+            hooks=options.hooks,
+            probe=options.probe,
         )
 
 
@@ -387,6 +396,7 @@ def _make_options(
     headers: Mapping[str, str],
     middleware: tuple[Middleware, ...],
     allow_http: bool,
+    hooks: Hooks,
 ) -> _Options:
     if not isinstance(retry, RetryPolicy):
         raise ConfigurationError(f"retry= takes a RetryPolicy, not {type(retry).__name__}")
@@ -410,6 +420,7 @@ def _make_options(
         headers=dict(headers),
         middleware=middleware,
         allow_http=allow_http,
+        hooks=hooks,
     )
 
 

@@ -12,13 +12,21 @@ import anyio
 import attrs
 
 from ._errors import DEFAULT_ERROR_TABLE, ErrorTable, KeyEffect
-from ._keys import AppKey, KeyRing, MustWait
+from ._events import Hooks, KeyStateChanged, RequestEnded, RetryScheduled, emit
+from ._keys import AppKey, KeyRing, KeyState, MustWait
 from ._transport import Request, Response
-from .exceptions import APIConnectionError, APIError, APITimeoutError, KeyUnavailableError
+from .exceptions import (
+    APIConnectionError,
+    APIError,
+    APITimeoutError,
+    KeyUnavailableError,
+    WishubError,
+)
 
 __all__ = [
     "CallRecord",
     "RetryPolicy",
+    "error_name",
     "instant_waits_enabled",
     "send_with_retries",
     "set_instant_waits",
@@ -127,118 +135,203 @@ async def send_with_retries(
     policy: RetryPolicy,
     limiter: anyio.CapacityLimiter,
     record: CallRecord,
+    hooks: Hooks,
+    probe: bool = False,
 ) -> Response:
-    """Run ``attempt`` until it succeeds, the policy gives up, or the deadline passes."""
-    if policy.deadline is None:
-        return await _loop(
-            request,
-            attempt,
-            ring=ring,
-            pinned=pinned,
-            policy=policy,
-            limiter=limiter,
-            record=record,
-            deadline=math.inf,
-        )
-    deadline = time.monotonic() + policy.deadline
-    with anyio.move_on_after(policy.deadline):
-        return await _loop(
-            request,
-            attempt,
-            ring=ring,
-            pinned=pinned,
-            policy=policy,
-            limiter=limiter,
-            record=record,
-            deadline=deadline,
-        )
-    raise APITimeoutError(
-        f"deadline of {policy.deadline:g}s passed after {record.attempts} attempt(s)"
-        + (f"; last error: {record.error}" if record.error else ""),
-        key=record.key,
-    ) from record.error
+    """Run ``attempt`` until it succeeds, the policy gives up, or the deadline passes.
+
+    With ``probe``, a pinned key is used even while quarantined or cooling.
+    """
+    call = _Call(request, attempt, ring, pinned, policy, limiter, record, hooks, probe)
+    if hooks.on_request_end is None:
+        return await call.run()
+    started = time.monotonic()
+    try:
+        response = await call.run()
+    except WishubError as error:
+        status = error.status_code if isinstance(error, APIError) else None
+        call.ended(status, error_name(error), started)
+        raise
+    call.ended(response.status_code, None, started)
+    return response
 
 
-async def _loop(
-    request: Request,
-    attempt: Attempt,
-    *,
-    ring: KeyRing,
-    pinned: AppKey | None,
-    policy: RetryPolicy,
-    limiter: anyio.CapacityLimiter,
-    record: CallRecord,
-    deadline: float,
-) -> Response:
-    moved_from: list[AppKey] = []
-    retries = 0
-    while True:
-        async with limiter:
-            key = await _choose(ring, pinned, moved_from, deadline)
-            record.attempts += 1
-            record.key = key.label
-            key.in_flight += 1
-            key.assigned += 1
-            started = time.monotonic()
-            try:
-                if key.limiter is None:
-                    response = await attempt(request, key)
+@attrs.define
+class _Call:
+    """One logical call: its attempts, key moves, waits and deadline."""
+
+    request: Request
+    attempt: Attempt
+    ring: KeyRing
+    pinned: AppKey | None
+    policy: RetryPolicy
+    limiter: anyio.CapacityLimiter
+    record: CallRecord
+    hooks: Hooks
+    probe: bool
+    deadline: float = math.inf
+    moved_from: list[AppKey] = attrs.Factory(list)
+
+    async def run(self) -> Response:
+        budget = self.policy.deadline
+        if budget is None:
+            return await self._loop()
+        self.deadline = time.monotonic() + budget
+        with anyio.move_on_after(budget):
+            return await self._loop()
+        raise APITimeoutError(
+            f"deadline of {budget:g}s passed after {self.record.attempts} attempt(s)"
+            + (f"; last error: {self.record.error}" if self.record.error else ""),
+            key=self.record.key,
+        ) from self.record.error
+
+    async def _loop(self) -> Response:
+        policy, record = self.policy, self.record
+        retries = 0
+        while True:
+            async with self.limiter:
+                key = await self._choose()
+                record.attempts += 1
+                record.key = key.label
+                key.in_flight += 1
+                key.assigned += 1
+                started = time.monotonic()
+                try:
+                    if key.limiter is None:
+                        response = await self.attempt(self.request, key)
+                    else:
+                        async with key.limiter:
+                            response = await self.attempt(self.request, key)
+                except (APIError, APIConnectionError) as exc:
+                    failure = record.error = exc
                 else:
-                    async with key.limiter:
-                        response = await attempt(request, key)
-            except (APIError, APIConnectionError) as exc:
-                failure = record.error = exc
-            else:
-                key.record_success(time.monotonic() - started)
-                response.attempts = record.attempts
-                return response
-            finally:
-                key.in_flight -= 1
-        effect = _effect(failure, policy)
-        wait = policy.decide(failure, retries + 1)
-        key.record_failure(
-            _error_name(failure),
-            effect,
-            time.monotonic() - started,
-            cool_for=(
+                    self._succeeded(key, time.monotonic() - started)
+                    response.attempts = record.attempts
+                    return response
+                finally:
+                    key.in_flight -= 1
+            effect = _effect(failure, policy)
+            wait = policy.decide(failure, retries + 1)
+            cool_for = (
                 policy.quota_cooldown
                 if effect is KeyEffect.LONG_COOL
                 else (wait if wait is not None else policy.backoff(retries + 1))
-            ),
-            server_error_cooldown=policy.server_error_cooldown,
-        )
-        if pinned is None and effect is not KeyEffect.NONE and _has_other(ring, key, moved_from):
-            moved_from.append(key)
-            _log(request, key, failure, "moving to another key", record.attempts)
-            continue
-        retries += 1
-        if wait is None or retries >= policy.attempts:
-            raise failure
-        if time.monotonic() + wait > deadline:
-            _log(
-                request, key, failure, f"not waiting {wait:.2f}s past the deadline", record.attempts
             )
-            raise failure
-        _log(request, key, failure, f"retrying in {wait:.2f}s", record.attempts)
-        await _sleep(wait)
+            self._failed(key, failure, effect, time.monotonic() - started, cool_for)
+            if self.pinned is None and effect is not KeyEffect.NONE and self._has_other(key):
+                self.moved_from.append(key)
+                self._retrying(key, failure, 0.0, moved=True)
+                continue
+            retries += 1
+            if wait is None or retries >= policy.attempts:
+                raise failure
+            if time.monotonic() + wait > self.deadline:
+                self._log(key, failure, f"not waiting {wait:.2f}s past the deadline")
+                raise failure
+            self._retrying(key, failure, wait, moved=False)
+            await _sleep(wait)
 
+    async def _choose(self) -> AppKey:
+        if self.probe and self.pinned is not None:
+            return self.pinned
+        while True:
+            try:
+                return self.ring.pick(self.pinned, self.moved_from)
+            except MustWait as wait:
+                if time.monotonic() + wait.seconds > self.deadline:
+                    raise KeyUnavailableError(
+                        self.ring.describe([wait.key], time.monotonic())
+                        + f"; its cooling ({wait.seconds:.1f}s) outlasts the deadline",
+                        key=wait.key.label,
+                    ) from None
+                log.debug("waiting %.2fs for cooling key %s", wait.seconds, wait.key.label)
+                await _sleep(wait.seconds)
+                wait.key.end_cooling()
 
-async def _choose(
-    ring: KeyRing, pinned: AppKey | None, moved_from: list[AppKey], deadline: float
-) -> AppKey:
-    while True:
-        try:
-            return ring.pick(pinned, moved_from)
-        except MustWait as wait:
-            if time.monotonic() + wait.seconds > deadline:
-                raise KeyUnavailableError(
-                    ring.describe([wait.key], time.monotonic())
-                    + f"; its cooling ({wait.seconds:.1f}s) outlasts the deadline",
-                    key=wait.key.label,
-                ) from None
-            log.debug("waiting %.2fs for cooling key %s", wait.seconds, wait.key.label)
-            await _sleep(wait.seconds)
-            wait.key.end_cooling()
+    def _has_other(self, key: AppKey) -> bool:
+        now = time.monotonic()
+        return any(
+            other is not key
+            and other not in self.moved_from
+            and not other.quarantined
+            and other.cooling_until <= now
+            for other in self.ring.keys
+        )
+
+    def _succeeded(self, key: AppKey, latency: float) -> None:
+        if self.hooks.on_key_state_change is None or not key.quarantined:
+            key.record_success(latency)
+            return
+        key.record_success(latency)
+        self._state_changed(key, KeyState.QUARANTINED, None)
+
+    def _failed(
+        self,
+        key: AppKey,
+        failure: APIError | APIConnectionError,
+        effect: KeyEffect,
+        latency: float,
+        cool_for: float,
+    ) -> None:
+        before = key.state(time.monotonic()) if self.hooks.on_key_state_change else None
+        key.record_failure(
+            error_name(failure),
+            effect,
+            latency,
+            cool_for=cool_for,
+            server_error_cooldown=self.policy.server_error_cooldown,
+        )
+        if before is not None:
+            self._state_changed(key, before, error_name(failure))
+
+    def _state_changed(self, key: AppKey, before: KeyState, reason: str | None) -> None:
+        after = key.state(time.monotonic())
+        if after is not before and self.hooks.on_key_state_change is not None:
+            emit(
+                self.hooks.on_key_state_change,
+                KeyStateChanged(key.label, key.redacted, before, after, reason),
+            )
+
+    def _retrying(
+        self, key: AppKey, failure: APIError | APIConnectionError, wait: float, *, moved: bool
+    ) -> None:
+        self._log(key, failure, "moving to another key" if moved else f"retrying in {wait:.2f}s")
+        if self.hooks.on_retry is not None:
+            event = RetryScheduled(
+                self.request.method,
+                self.request.path,
+                key.label,
+                self.record.attempts,
+                error_name(failure),
+                wait,
+                moved,
+            )
+            emit(self.hooks.on_retry, event)
+
+    def _log(self, key: AppKey, failure: APIError | APIConnectionError, action: str) -> None:
+        log.debug(
+            "%s %s on key %s: attempt %d failed with %s; %s",
+            self.request.method,
+            self.request.path,
+            key.label,
+            self.record.attempts,
+            error_name(failure),
+            action,
+        )
+
+    def ended(self, status: int | None, error: str | None, started: float) -> None:
+        """Report the end of the call to the request-end hook."""
+        if self.hooks.on_request_end is not None:
+            event = RequestEnded(
+                self.request.method,
+                self.request.path,
+                self.record.key,
+                status,
+                error,
+                self.record.attempts,
+                time.monotonic() - started,
+            )
+            emit(self.hooks.on_request_end, event)
 
 
 def _effect(error: APIError | APIConnectionError, policy: RetryPolicy) -> KeyEffect:
@@ -247,36 +340,8 @@ def _effect(error: APIError | APIConnectionError, policy: RetryPolicy) -> KeyEff
     return KeyEffect.NONE
 
 
-def _has_other(ring: KeyRing, key: AppKey, moved_from: list[AppKey]) -> bool:
-    now = time.monotonic()
-    return any(
-        other is not key
-        and other not in moved_from
-        and not other.quarantined
-        and other.cooling_until <= now
-        for other in ring.keys
-    )
-
-
-def _error_name(error: APIError | APIConnectionError) -> str:
+def error_name(error: Exception) -> str:
+    """The platform error type if there is one, else the exception class name."""
     if isinstance(error, APIError) and error.type:
         return error.type
     return type(error).__name__
-
-
-def _log(
-    request: Request,
-    key: AppKey,
-    error: APIError | APIConnectionError,
-    action: str,
-    attempt: int,
-) -> None:
-    log.debug(
-        "%s %s on key %s: attempt %d failed with %s; %s",
-        request.method,
-        request.path,
-        key.label,
-        attempt,
-        _error_name(error),
-        action,
-    )
