@@ -573,8 +573,9 @@ async def test_malformed_chunk_is_a_validation_error_and_closes(backend: str) ->
     wh, transport = raw_client([sse(chunk({"content": "a"})), b'data:{"choices": 5}\n\n'])
     async with wh:
         stream = await start(wh)
-        with pytest.raises(ResponseValidationError, match="choices"):
+        with pytest.raises(ResponseValidationError, match="choices") as caught:
             await stream.collect()
+    assert caught.value.body_excerpt == '{"choices": 5}'
     assert stream.closed
     assert transport.open == 0
 

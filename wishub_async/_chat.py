@@ -11,11 +11,17 @@ from typing import Any, Literal, Self, TypedDict, Unpack, overload
 import anyio
 
 from ._converter import structure, structure_json
-from ._errors import ErrorTable, api_error
+from ._errors import ErrorTable, api_error, excerpt
 from ._resources import Call, error_check, is_error_event, request_body
 from ._sse import DONE, SSEDecoder, decode_payload
 from ._transport import Request, Response
-from .exceptions import APIConnectionError, APIError, APITimeoutError, WishubError
+from .exceptions import (
+    APIConnectionError,
+    APIError,
+    APITimeoutError,
+    ResponseValidationError,
+    WishubError,
+)
 from .models import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -281,14 +287,14 @@ class ChatStream:
                     self._error = self._api_error(value)
                     self._ended = True
                 else:
-                    self._ready.append(structure(value, ChatCompletionChunk, payload.encode()))
+                    self._ready.append(_chunk(value, payload))
 
     async def _finish(self) -> None:
         """The stream ended (``[DONE]`` or an error event): read to the body's end, close.
 
-        Reading the little that follows lets the connection go back to the pool and
-        lets every async generator in the chain finish (trio warns about abandoned
-        ones). It is bounded in bytes and time; past either, the connection is closed.
+        Reading the little that follows (usually just the end of the chunked body) lets
+        the connection go back to the pool. It is bounded in bytes and time; past
+        either, the connection is closed instead.
         """
         try:
             if self._open and not self._eof and self._bytes is not None:
@@ -395,6 +401,14 @@ class ChatStream:
     def __repr__(self) -> str:
         state = "open" if self._open else "closed"
         return f"<ChatStream {state} key={self.key}>"
+
+
+def _chunk(value: object, payload: str) -> ChatCompletionChunk:
+    try:
+        return structure(value, ChatCompletionChunk)
+    except ResponseValidationError as exc:
+        exc.body_excerpt = excerpt(payload)
+        raise
 
 
 async def _unwind(chunks: AsyncIterator[bytes] | None) -> None:
