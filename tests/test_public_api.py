@@ -12,8 +12,9 @@ import wishub_async.models
 import wishub_async.testing
 
 EXPECTED = {
-    "DEFAULT_ERROR_TABLE", "AsyncWishub", "ErrorRule", "ErrorTable", "Handler", "Hooks",
-    "KeyEffect", "KeyState", "KeyStateChanged", "KeyStatus", "Middleware", "Outcome",
+    "DEFAULT_ERROR_TABLE", "AsyncWishub", "ChatParams", "ChatStream", "ErrorRule",
+    "ErrorTable", "Handler", "Hooks", "KeyEffect", "KeyState", "KeyStateChanged",
+    "KeyStatus", "Middleware", "Outcome",
     "OutcomeList", "Request", "RequestEnded", "Response", "RetryPolicy", "RetryScheduled",
 }  # fmt: skip
 
@@ -51,6 +52,9 @@ def test_public_modules_export_their_classes() -> None:
     for name in exceptions.__all__:
         assert issubclass(getattr(exceptions, name), exceptions.WishubError)
     assert {"Model", "ModelList"} <= set(wishub_async.models.__all__)
+    assert {"ChatCompletion", "ChatCompletionChunk", "EmbeddingList"} <= set(
+        wishub_async.models.__all__
+    )
     assert {"FakeWishub", "instant_waits"} <= set(wishub_async.testing.__all__)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata as _metadata
 
+from ._chat import ChatParams, ChatStream
 from ._client import AsyncWishub
 from ._errors import DEFAULT_ERROR_TABLE, ErrorRule, ErrorTable, KeyEffect
 from ._events import Hooks, KeyStateChanged, RequestEnded, RetryScheduled
@@ -20,6 +21,8 @@ except _metadata.PackageNotFoundError:  # pragma: no cover - running from a bare
 __all__ = [
     "DEFAULT_ERROR_TABLE",
     "AsyncWishub",
+    "ChatParams",
+    "ChatStream",
     "ErrorRule",
     "ErrorTable",
     "Handler",

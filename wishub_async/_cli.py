@@ -1,4 +1,4 @@
-"""The ``wishub`` command: list the models each AppKey may call.
+"""The ``wishub`` command: list the models each AppKey may call, or chat with a model.
 
 Exit codes: 0 all went well; 1 the API (or the network) failed for at least one key;
 2 usage or configuration error; 130 interrupted.
@@ -18,12 +18,13 @@ import anyio
 from ._client import AsyncWishub
 from ._fanout import Outcome, OutcomeList
 from .exceptions import ConfigurationError, WishubError
-from .models import ModelList
+from .models import ChatCompletion, ModelList
 
 __all__ = ["main"]
 
 EXIT_OK, EXIT_API_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEMO_KEY = "0123456789abcdef0123456789abcdef"  # the built-in fake's key; not a real one
+DEMO_MODEL = "4bd107bff85941239e27b1509eccfe98"  # the first of the fake's models
 
 _EXAMPLES = """\
 examples:
@@ -32,9 +33,17 @@ examples:
   WISHUB_APP_KEY=... wishub models          list the models your AppKey may call
   wishub models --app-key K1 --app-key K2   one section per key, then a summary
   wishub models --json                      machine-readable output
+  wishub chat "Hello" --demo --stream       stream an answer from the built-in fake
+  wishub chat "Hello" --model ID --stream   print the answer's tokens as they arrive
 
 exit codes: 0 ok, 1 API or network error, 2 usage error, 130 interrupted
 """
+
+
+_COMMANDS = {
+    "models": "list the models each AppKey may call",
+    "chat": "ask a model one question and print its answer (reasoning goes to stderr)",
+}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -58,22 +67,31 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser(
-        "models",
-        parents=[common],
-        help="list the models each AppKey may call",
-        description="List the models each AppKey may call.",
-        epilog=_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    for name, summary in _COMMANDS.items():
+        commands.add_parser(
+            name,
+            parents=[common],
+            help=summary,
+            description=summary[0].upper() + summary[1:] + ".",
+            epilog=_EXAMPLES,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+    chat = commands.choices["chat"]
+    chat.add_argument("prompt", help="the question (the user message)")
+    chat.add_argument("--model", help="the model id (with --demo: the fake's first model)")
+    chat.add_argument("--system", help="a system message to send first")
+    chat.add_argument("--stream", action="store_true", help="print tokens as they arrive")
+    chat.add_argument("--max-tokens", type=int, help="the longest answer, in tokens")
+    chat.add_argument("--temperature", type=float, help="sampling temperature")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code (the console script exits with it)."""
     args = _parser().parse_args(argv)
+    command = _chat if args.command == "chat" else _models
     try:
-        return anyio.run(_models, args, sys.stdout, sys.stderr)
+        return anyio.run(command, args, sys.stdout, sys.stderr)
     except ConfigurationError as exc:
         print(f"wishub: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -108,6 +126,80 @@ async def _models(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     else:
         _print_text(outcomes, redacted, out, err)
     return EXIT_API_ERROR if outcomes.failed else EXIT_OK
+
+
+async def _chat(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    model = args.model or (DEMO_MODEL if args.demo else None)
+    if not model:
+        raise ConfigurationError("chat needs --model ID (see `wishub models`)")
+    messages = [{"role": "user", "content": args.prompt}]
+    if args.system:
+        messages.insert(0, {"role": "system", "content": args.system})
+    params: dict[str, Any] = {"max_tokens": args.max_tokens, "temperature": args.temperature}
+    try:
+        async with _client(args) as wh:
+            if not args.stream:
+                answer = await wh.chat.completions.create(model=model, messages=messages, **params)
+                _print_answer(answer, args.json, out, err)
+                return EXIT_OK
+            stream = await wh.chat.completions.create(
+                model=model,
+                messages=messages,
+                stream=True,
+                stream_options={"include_usage": True},
+                **params,
+            )
+            async with stream:
+                async for chunk in stream:
+                    if not args.json:
+                        _write(err, chunk.reasoning)
+                        _write(out, chunk.text)
+                if args.json:
+                    _print_answer(stream.completion, True, out, err)  # noqa: FBT003
+                else:
+                    out.write("\n")
+    except WishubError as exc:
+        if not isinstance(exc, ConfigurationError):
+            print(f"wishub: {describe_error(exc)}", file=err)
+            return EXIT_API_ERROR
+        raise
+    return EXIT_OK
+
+
+def _write(stream: TextIO, text: str) -> None:
+    if text:
+        stream.write(text)
+        stream.flush()
+
+
+def _print_answer(answer: ChatCompletion, as_json: bool, out: TextIO, err: TextIO) -> None:
+    if as_json:
+        json.dump(_completion_json(answer), out, ensure_ascii=False, indent=2)
+    else:
+        if answer.reasoning:
+            print(answer.reasoning, file=err)
+        out.write(answer.text)
+    out.write("\n")
+
+
+def _completion_json(answer: ChatCompletion) -> dict[str, Any]:
+    usage = answer.usage
+    return {
+        "id": answer.id,
+        "model": answer.model,
+        "content": answer.text,
+        "reasoning_content": answer.choices[0].message.reasoning_content
+        if answer.choices
+        else None,
+        "finish_reason": answer.choices[0].finish_reason if answer.choices else None,
+        "usage": None
+        if usage is None
+        else {
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.total_tokens,
+        },
+    }
 
 
 async def _list(wh: AsyncWishub) -> ModelList:

@@ -17,10 +17,11 @@ import attrs
 import httpx
 
 from . import _fanout
+from ._chat import Chat
 from ._errors import api_error
 from ._events import Hooks
 from ._keys import AppKey, KeyRing, KeyStatus, load_keys
-from ._resources import Models
+from ._resources import Embeddings, Models
 from ._retry import CallRecord, RetryPolicy, send_with_retries
 from ._transport import Handler, HttpxTransport, Middleware, Request, Response, Transport
 from .exceptions import ClientStateError, ConfigurationError
@@ -173,6 +174,8 @@ class AsyncWishub:
             handler = _bind(middleware, handler)
         self._handler = handler
         self.models = Models(self._call)
+        self.chat = Chat(self._call, options.retry.error_table)
+        self.embeddings = Embeddings(self._call, options.retry.error_table)
 
     def _view(self, options: _Options, pinned: AppKey | None, record: CallRecord | None) -> Self:
         view = object.__new__(type(self))
@@ -353,6 +356,8 @@ class AsyncWishub:
                 key=key.label,
             )
             if 200 <= response.status_code < 300:  # noqa: PLR2004 - the 2xx family
+                if request.check is not None:
+                    await request.check(response)
                 return response
             body = await response.aread()
             raise api_error(

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import array
+import base64
+import binascii
 import json
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar, get_args, get_origin
@@ -13,10 +17,17 @@ from cattrs.gen import make_dict_structure_fn
 
 from ._errors import excerpt
 from .exceptions import ResponseValidationError
+from .models import Embedding
 
-__all__ = ["make_converter", "parse_created", "structure_json"]
+__all__ = ["decode_vector", "make_converter", "parse_created", "structure", "structure_json"]
 
 T = TypeVar("T")
+
+_ALIASES: dict[type, tuple[tuple[str, str], ...]] = {
+    Embedding: (("embeddings", "embedding"),),
+}
+"""Per class, (platform name, field name) pairs: the platform's name is read when the
+field's own name is missing or null."""
 
 
 def make_converter() -> cattrs.Converter:
@@ -30,6 +41,10 @@ def make_converter() -> cattrs.Converter:
       ``True`` is not an int.
     - ``created`` is lenient (``parse_created``): "" / null / missing -> None, int or
       numeric string -> Unix seconds (UTC), ISO-8601 -> that instant, else None.
+    - Renames (``_ALIASES``): an embedding's vector is read from the platform's
+      ``embeddings`` (plural) when OpenAI's ``embedding`` is missing or null.
+    - A vector (``tuple[float, ...]``) is a JSON array of numbers, or a base64 string of
+      little-endian float32 values (``encoding_format="base64"``), decoded here.
     - Sequences must be JSON arrays (a string is not silently split into letters) and
       become tuples, so response objects are immutable all the way down.
     - Per-class hooks are generated once, on first use, and reused for every response.
@@ -43,6 +58,9 @@ def make_converter() -> cattrs.Converter:
         lambda t: t == (datetime | None), lambda value, _: parse_created(value)
     )
     converter.register_structure_hook_factory(_is_homogeneous_tuple, _tuple_hook(converter))
+    converter.register_structure_hook_func(
+        lambda t: t == tuple[float, ...], lambda value, _: decode_vector(value)
+    )
     converter.register_structure_hook_factory(attrs.has, _attrs_hook(converter))
     return converter
 
@@ -72,6 +90,26 @@ def _from_timestamp(seconds: float) -> datetime | None:
         return datetime.fromtimestamp(seconds, UTC)
     except (OverflowError, OSError, ValueError):
         return None
+
+
+def decode_vector(value: object) -> tuple[float, ...]:
+    """A vector from a JSON array of numbers or base64 little-endian float32."""
+    if isinstance(value, str):
+        try:
+            raw = base64.b64decode(value, validate=True)
+        except binascii.Error as exc:
+            raise ValueError(f"vector is not base64: {exc}") from None
+        if len(raw) % 4:
+            raise ValueError(f"base64 vector has {len(raw)} bytes, not a multiple of 4")
+        floats = array.array("f", raw)
+        if sys.byteorder == "big":  # pragma: no cover - the platforms we test on are little
+            floats.byteswap()
+        return tuple(floats)
+    if not isinstance(value, list):
+        raise TypeError(f"expected array of numbers or base64 string, got {type(value).__name__}")
+    if all(type(item) is float for item in value):
+        return tuple(value)
+    return tuple(_strict_float(item, None) for item in value)
 
 
 def _strict(kind: type[T]) -> Callable[[Any, Any], T]:
@@ -130,10 +168,14 @@ def _attrs_hook(converter: cattrs.Converter) -> Callable[[Any], Callable[[Any, A
     def factory(cls: Any) -> Callable[[Any, Any], Any]:
         base = make_dict_structure_fn(cls, converter)
         defaulted = frozenset(a.name for a in attrs.fields(cls) if a.default is not attrs.NOTHING)
+        aliases = _ALIASES.get(cls, ())
 
         def hook(value: Any, _: Any) -> Any:
             if not isinstance(value, dict):
                 raise TypeError(f"expected object, got {type(value).__name__}")
+            for alias, name in aliases:
+                if value.get(name) is None and alias in value:
+                    value = {**value, name: value[alias]}
             if None in value.values():
                 value = {k: v for k, v in value.items() if v is not None or k not in defaulted}
             return base(value, cls)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import json
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Literal
 
 from ._converter import structure_json
+from ._errors import ErrorTable, api_error
 from ._transport import Request, Response
-from .models import ModelList
+from .models import EmbeddingList, ModelList
 
-__all__ = ["Call", "Models"]
+__all__ = ["Call", "Embeddings", "Models", "error_check", "is_error_event", "request_body"]
 
 Call = Callable[[Request], Awaitable[Response]]
 
@@ -31,3 +34,94 @@ class Models:
         """
         response = await self._call(_LIST_MODELS)
         return structure_json(response.content, ModelList)
+
+
+class Embeddings:
+    """``wh.embeddings``: vectors for texts or token lists."""
+
+    def __init__(self, call: Call, table: ErrorTable) -> None:
+        self._call = call
+        self._check = error_check(table)
+
+    async def create(
+        self,
+        *,
+        model: str,
+        input: str | Sequence[str] | Sequence[int] | Sequence[Sequence[int]],
+        encoding_format: Literal["float", "base64"] | None = None,
+        dimensions: int | None = None,
+        user: str | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+    ) -> EmbeddingList:
+        """``POST /embeddings``: one vector per input, in input order.
+
+        Args:
+            model: the embedding model's id.
+            input: a string, a list of strings, a token list or a list of token lists.
+            encoding_format: ``"float"`` (the platform's default) or ``"base64"``; the
+                vectors come back as tuples of floats either way.
+            dimensions: the vector size, for models that can shorten their vectors.
+            user: an end-user id for the platform's abuse monitoring.
+            extra_body: more JSON fields, sent as given (they win over the above).
+
+        Raises:
+            APIError: the server refused.
+            APIConnectionError: no answer arrived (after the retries).
+            ResponseValidationError: the answer was not an embedding list.
+        """
+        inputs: object = input
+        if isinstance(inputs, Sequence) and not isinstance(inputs, str):
+            inputs = list(inputs)
+        body = request_body(
+            {"model": model, "input": inputs},
+            {"encoding_format": encoding_format, "dimensions": dimensions, "user": user},
+            extra_body,
+        )
+        response = await self._call(Request("POST", "/embeddings", json=body, check=self._check))
+        return structure_json(response.content, EmbeddingList)
+
+
+def request_body(
+    required: dict[str, Any], optional: Mapping[str, Any], extra_body: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """A JSON body: the required fields, the optional ones that are not None, then extras."""
+    if not isinstance(required.get("model"), str) or not required["model"]:
+        raise TypeError("model= must be a non-empty string (the model's id)")
+    body = required
+    body.update((name, value) for name, value in optional.items() if value is not None)
+    if extra_body:
+        body.update(extra_body)
+    return body
+
+
+def error_check(table: ErrorTable) -> Callable[[Response], Awaitable[None]]:
+    """A ``Request.check`` that turns a 2xx body holding only ``{"error": ...}`` into an error.
+
+    The platform reports some failures inside a 200 (as it does mid-stream); without
+    this check such a body would parse into an empty result.
+    """
+
+    async def check(response: Response) -> None:
+        content = response.content
+        if b'"error"' not in content:
+            return
+        try:
+            data = json.loads(content)
+        except ValueError:
+            return  # not JSON: the converter reports it
+        if is_error_event(data):
+            raise api_error(
+                response.status_code, response.headers, content, key=response.key, table=table
+            )
+
+    return check
+
+
+def is_error_event(data: object) -> bool:
+    """Whether decoded JSON is an error envelope rather than a result."""
+    return (
+        isinstance(data, dict)
+        and bool(data.get("error"))
+        and not data.get("choices")
+        and not data.get("data")
+    )

@@ -36,6 +36,11 @@ class Request:
         json: the JSON body, or None.
         stream: whether the caller reads the body as a stream.
         headers: extra headers for this call only.
+        check: run on every 2xx response inside the retry loop, before the call
+            returns; it may read ahead (a stream's first chunk) and raise
+            ``APIError`` or ``APIConnectionError`` to fail that attempt, which is
+            then retried (or moved to another key) like any other failure. It must
+            close the response when it raises.
     """
 
     method: str
@@ -43,6 +48,7 @@ class Request:
     json: Any = None
     stream: bool = False
     headers: Mapping[str, str] = attrs.field(factory=dict)
+    check: Callable[[Response], Awaitable[None]] | None = attrs.field(default=None, eq=False)
 
 
 @attrs.define(eq=False)

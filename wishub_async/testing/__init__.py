@@ -10,9 +10,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from .. import _retry
+from ._chat import FakeChat, FakeEmbeddings, StreamFailure
 from ._fake import DEFAULT_MODELS, Failure, FakeRequest, FakeWishub, Reply
 
-__all__ = ["DEFAULT_MODELS", "Failure", "FakeRequest", "FakeWishub", "Reply", "instant_waits"]
+__all__ = [
+    "DEFAULT_MODELS",
+    "Failure",
+    "FakeChat",
+    "FakeEmbeddings",
+    "FakeRequest",
+    "FakeWishub",
+    "Reply",
+    "StreamFailure",
+    "instant_waits",
+]
 
 
 @contextmanager

@@ -12,6 +12,7 @@ import attrs
 import httpx
 
 from .._keys import redact
+from ._chat import FakeChat, FakeEmbeddings, chat_route, embeddings_route
 
 if TYPE_CHECKING:
     from .._client import AsyncWishub
@@ -169,6 +170,10 @@ class FakeWishub(httpx.AsyncBaseTransport):
         self.peak_in_flight_total = 0
         self._in_flight_total = 0
         self._scripts: dict[str | None, deque[list[Any]]] = {}
+        self.chat = FakeChat()
+        """How chat answers: reply text, reasoning mode, stream quirks and failures."""
+        self.embeddings = FakeEmbeddings()
+        """How embeddings answer: vector size, field name."""
 
     def __repr__(self) -> str:
         return f"<FakeWishub {len(self.keys)} keys, {len(self.requests)} requests>"
@@ -304,6 +309,8 @@ async def _list_models(fake: FakeWishub, key: str, _: Any) -> Reply:
 
 
 FakeWishub.routes[("GET", "/models")] = _list_models
+FakeWishub.routes[("POST", "/chat/completions")] = chat_route
+FakeWishub.routes[("POST", "/embeddings")] = embeddings_route
 
 
 class _ChunkStream(httpx.AsyncByteStream):

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 import anyio.abc
+import httpx
 
 from ._fake import CUT_BODY
 
@@ -56,8 +57,8 @@ async def _connection(fake: FakeWishub, stream: anyio.abc.SocketStream) -> None:
         try:
             if not await _send(stream, reply):
                 return
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-            return
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError, httpx.HTTPError):
+            return  # httpx.HTTPError: a scripted drop in the middle of a streamed body
         if headers.get("connection", "").lower() == "close":
             return
 
@@ -101,8 +102,14 @@ async def _send(stream: anyio.abc.SocketStream, reply: Reply) -> bool:
         return True
     head.append("transfer-encoding: chunked")
     await stream.send(("\r\n".join(head) + "\r\n\r\n").encode())
-    async for chunk in reply.body:
-        if chunk:
-            await stream.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+    try:
+        async for chunk in reply.body:
+            if chunk:
+                await stream.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+    finally:
+        closer = getattr(reply.body, "aclose", None)
+        if closer is not None:
+            with anyio.CancelScope(shield=True):
+                await closer()
     await stream.send(b"0\r\n\r\n")
     return True
