@@ -642,3 +642,42 @@ async def test_break_drop_and_byte_pieces_over_loopback_http(
         assert stream.attempts == 2
         vectors = await wh.embeddings.create(model=MODEL, input=["a", "b"])
         assert len(vectors.vectors) == 2
+
+
+# -- open streams hold their slots; their end settles key health ---------------------
+
+
+async def test_open_streams_hold_their_concurrency_slots(fake: FakeWishub, backend: str) -> None:
+    async with fake.client(app_key=KEY, max_concurrency=2) as wh:
+        first, second = await start(wh), await start(wh)
+        assert wh.key_status()[0].in_flight == 2
+        with anyio.move_on_after(0.2) as blocked:
+            await wh.models.list()  # both slots are taken by the open streams
+        assert blocked.cancelled_caught
+        await first.aclose()
+        assert wh.key_status()[0].in_flight == 1
+        assert len(await wh.models.list()) == len(DEFAULT_MODELS)
+        await second.aclose()
+        assert wh.key_status()[0].in_flight == 0
+
+
+async def test_an_error_mid_stream_counts_against_the_key(fake: FakeWishub, backend: str) -> None:
+    from wishub_async import Hooks, RequestEnded  # noqa: PLC0415
+
+    ended: list[RequestEnded] = []
+    fake.chat.fail_stream(after=2, times=1)
+    async with fake.client(app_key=KEY, hooks=Hooks(on_request_end=ended.append)) as wh:
+        stream = await start(wh)
+        assert ended == []  # a stream's call ends when the stream does
+        with pytest.raises(ServerError):
+            await stream.collect()
+        status = wh.key_status()[0]
+        assert (status.successes, status.failures) == (0, 1)
+        assert status.last_error_type == "INVOKE_MODEL_ERROR"
+        assert status.in_flight == 0
+        await (await start(wh)).collect()
+        assert wh.key_status()[0].successes == 1
+    assert [(event.status_code, event.error) for event in ended] == [
+        (200, "INVOKE_MODEL_ERROR"),
+        (200, None),
+    ]

@@ -289,7 +289,7 @@ class ChatStream:
                 else:
                     self._ready.append(_chunk(value, payload))
 
-    async def _finish(self) -> None:
+    async def _finish(self, error: APIError | None = None) -> None:
         """The stream ended (``[DONE]`` or an error event): read to the body's end, close.
 
         Reading the little that follows (usually just the end of the chunked body) lets
@@ -308,7 +308,7 @@ class ChatStream:
         except WishubError:
             pass  # the answer is complete; a broken tail does not matter
         finally:
-            await self.aclose()
+            await self._close(error)
 
     def _api_error(self, value: object) -> APIError:
         response = self._response
@@ -331,15 +331,15 @@ class ChatStream:
         while not self._ready:
             if self._error is not None:
                 error, self._error = self._error, None
-                await self._finish()
+                await self._finish(error)
                 raise error
             if self._ended or not self._open:
                 await self._finish()
                 raise StopAsyncIteration
             try:
                 await self._read()
-            except BaseException:
-                await self.aclose()
+            except BaseException as exc:
+                await self._close(exc)
                 raise
         chunk = self._ready.popleft()
         self._parts.add(chunk)
@@ -373,6 +373,10 @@ class ChatStream:
 
     async def aclose(self) -> None:
         """Close the connection (safe to call twice, shielded from cancellation)."""
+        await self._close(None)
+
+    async def _close(self, error: BaseException | None) -> None:
+        """Close, telling the client what ended the stream (for the key's health)."""
         if not self._open:
             return
         self._open = False
@@ -380,7 +384,7 @@ class ChatStream:
         response = self._response
         assert response is not None  # noqa: S101 - set together with _open
         with anyio.CancelScope(shield=True):
-            await response.aclose()
+            await response.aclose(error)
             await _unwind(self._bytes)
 
     async def __aenter__(self) -> Self:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import random
@@ -140,20 +141,45 @@ async def send_with_retries(
 ) -> Response:
     """Run ``attempt`` until it succeeds, the policy gives up, or the deadline passes.
 
-    With ``probe``, a pinned key is used even while quarantined or cooling.
+    A streamed response keeps its concurrency slots, and its key's health and the
+    request-end hook wait, until the stream is closed. With ``probe``, a pinned key is
+    used even while quarantined or cooling.
     """
     call = _Call(request, attempt, ring, pinned, policy, limiter, record, hooks, probe)
-    if hooks.on_request_end is None:
-        return await call.run()
-    started = time.monotonic()
-    try:
-        response = await call.run()
-    except WishubError as error:
-        status = error.status_code if isinstance(error, APIError) else None
-        call.ended(status, error_name(error), started)
-        raise
-    call.ended(response.status_code, None, started)
-    return response
+    return await call.run()
+
+
+@attrs.define(eq=False)
+class _Slot:
+    """The concurrency one attempt holds: a global token, then its key's."""
+
+    limiter: anyio.CapacityLimiter
+    key: AppKey | None = None
+    holds_global: bool = False
+    holds_key: bool = False
+
+    async def take_global(self) -> None:
+        await self.limiter.acquire_on_behalf_of(self)
+        self.holds_global = True
+
+    async def take_key(self, key: AppKey) -> None:
+        self.key = key
+        key.in_flight += 1
+        key.assigned += 1
+        if key.limiter is not None:
+            await key.limiter.acquire_on_behalf_of(self)
+            self.holds_key = True
+
+    def release(self) -> None:
+        key, self.key = self.key, None
+        if key is not None:
+            key.in_flight -= 1
+            if self.holds_key and key.limiter is not None:
+                key.limiter.release_on_behalf_of(self)
+        self.holds_key = False
+        if self.holds_global:
+            self.holds_global = False
+            self.limiter.release_on_behalf_of(self)
 
 
 @attrs.define
@@ -170,13 +196,25 @@ class _Call:
     hooks: Hooks
     probe: bool
     deadline: float = math.inf
+    started: float = 0.0
     moved_from: list[AppKey] = attrs.Factory(list)
 
     async def run(self) -> Response:
+        self.started = time.monotonic()
+        try:
+            response = await self._bounded()
+        except WishubError as error:
+            self._ended(error.status_code if isinstance(error, APIError) else None, error)
+            raise
+        if not self.request.stream:
+            self._ended(response.status_code, None)
+        return response
+
+    async def _bounded(self) -> Response:
         budget = self.policy.deadline
         if budget is None:
             return await self._loop()
-        self.deadline = time.monotonic() + budget
+        self.deadline = self.started + budget
         with anyio.move_on_after(budget):
             return await self._loop()
         raise APITimeoutError(
@@ -189,35 +227,35 @@ class _Call:
         policy, record = self.policy, self.record
         retries = 0
         while True:
-            async with self.limiter:
+            slot = _Slot(self.limiter)
+            try:
+                await slot.take_global()
                 key = await self._choose()
                 record.attempts += 1
                 record.key = key.label
-                key.in_flight += 1
-                key.assigned += 1
+                await slot.take_key(key)
                 started = time.monotonic()
-                try:
-                    if key.limiter is None:
-                        response = await self.attempt(self.request, key)
-                    else:
-                        async with key.limiter:
-                            response = await self.attempt(self.request, key)
-                except (APIError, APIConnectionError) as exc:
-                    failure = record.error = exc
+                response = await self.attempt(self.request, key)
+            except (APIError, APIConnectionError) as exc:
+                slot.release()
+                failure = record.error = exc
+            except BaseException:
+                slot.release()
+                raise
+            else:
+                response.attempts = record.attempts
+                latency = time.monotonic() - started
+                if self.request.stream:
+                    response.on_done(functools.partial(self._stream_done, slot, key, latency))
                 else:
-                    self._succeeded(key, time.monotonic() - started)
-                    response.attempts = record.attempts
-                    return response
-                finally:
-                    key.in_flight -= 1
+                    slot.release()
+                    self._succeeded(key, latency)
+                return response
             effect = _effect(failure, policy)
             wait = policy.decide(failure, retries + 1)
-            cool_for = (
-                policy.quota_cooldown
-                if effect is KeyEffect.LONG_COOL
-                else (wait if wait is not None else policy.backoff(retries + 1))
+            self._failed(
+                key, failure, effect, time.monotonic() - started, wait=wait, retry=retries + 1
             )
-            self._failed(key, failure, effect, time.monotonic() - started, cool_for)
             if self.pinned is None and effect is not KeyEffect.NONE and self._has_other(key):
                 self.moved_from.append(key)
                 self._retrying(key, failure, 0.0, moved=True)
@@ -230,6 +268,19 @@ class _Call:
                 raise failure
             self._retrying(key, failure, wait, moved=False)
             await _sleep(wait)
+
+    def _stream_done(
+        self, slot: _Slot, key: AppKey, latency: float, error: BaseException | None
+    ) -> None:
+        """A streamed body was closed: free its slots, then settle health and hooks."""
+        slot.release()
+        if isinstance(error, APIError | APIConnectionError):
+            effect = _effect(error, self.policy)
+            self._failed(key, error, effect, latency, wait=self.policy.decide(error, 1), retry=1)
+            self._ended(200, error)
+        else:
+            self._succeeded(key, latency)
+            self._ended(200, None)
 
     async def _choose(self) -> AppKey:
         if self.probe and self.pinned is not None:
@@ -271,8 +322,15 @@ class _Call:
         failure: APIError | APIConnectionError,
         effect: KeyEffect,
         latency: float,
-        cool_for: float,
+        *,
+        wait: float | None,
+        retry: int,
     ) -> None:
+        """Count a failure on ``key``; a cooling lasts the retry wait, or a backoff."""
+        if effect is KeyEffect.LONG_COOL:
+            cool_for = self.policy.quota_cooldown
+        else:
+            cool_for = wait if wait is not None else self.policy.backoff(retry)
         before = key.state(time.monotonic()) if self.hooks.on_key_state_change else None
         key.record_failure(
             error_name(failure),
@@ -319,7 +377,7 @@ class _Call:
             action,
         )
 
-    def ended(self, status: int | None, error: str | None, started: float) -> None:
+    def _ended(self, status: int | None, error: Exception | None) -> None:
         """Report the end of the call to the request-end hook."""
         if self.hooks.on_request_end is not None:
             event = RequestEnded(
@@ -327,9 +385,9 @@ class _Call:
                 self.request.path,
                 self.record.key,
                 status,
-                error,
+                None if error is None else error_name(error),
                 self.record.attempts,
-                time.monotonic() - started,
+                time.monotonic() - self.started,
             )
             emit(self.hooks.on_request_end, event)
 

@@ -70,6 +70,11 @@ class Response:
     attempts: int = 1
     _chunks: AsyncIterator[bytes] | None = attrs.field(default=None, alias="chunks")
     _close: Callable[[], Awaitable[None]] | None = attrs.field(default=None, alias="close")
+    _done: Callable[[BaseException | None], None] | None = attrs.field(default=None, init=False)
+
+    def on_done(self, callback: Callable[[BaseException | None], None]) -> None:
+        """Have ``aclose`` call ``callback`` once, with the error that ended the body."""
+        self._done = callback
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
         """Yield the body as it arrives (or the read body at once)."""
@@ -90,11 +95,20 @@ class Response:
                 await self.aclose()
         return self.content
 
-    async def aclose(self) -> None:
-        """Release the connection of a streamed body; safe to call twice."""
+    async def aclose(self, error: BaseException | None = None) -> None:
+        """Release the connection of a streamed body; safe to call twice.
+
+        Args:
+            error: what ended the body early, if anything; passed to ``on_done``.
+        """
         close, self._close = self._close, None
-        if close is not None:
-            await close()
+        done, self._done = self._done, None
+        try:
+            if close is not None:
+                await close()
+        finally:
+            if done is not None:
+                done(error)
 
 
 Handler = Callable[[Request], Awaitable[Response]]

@@ -208,11 +208,22 @@ class FakeWishub(httpx.AsyncBaseTransport):
         )
 
     def client(self, **options: Any) -> AsyncWishub:
-        """An ``AsyncWishub`` wired to this fake in-process (``options`` as usual)."""
+        """An ``AsyncWishub`` wired to this fake in-process (``options`` as usual).
+
+        Requests never touch a socket. For real HTTP, ``serve()`` the fake and give its
+        URL to ``AsyncWishub(base_url=...)``; a ``base_url`` here is refused, since
+        it would silently be ignored.
+        """
         from .._client import AsyncWishub  # noqa: PLC0415 - avoid an import cycle
 
-        options.setdefault("base_url", IN_PROCESS_URL)
-        return AsyncWishub(http_client=httpx.AsyncClient(transport=self), **options)
+        if "base_url" in options or "http_client" in options:
+            raise TypeError(
+                "fake.client() is in-process; for real HTTP use"
+                " `async with fake.serve() as url: AsyncWishub(base_url=url, ...)`"
+            )
+        return AsyncWishub(
+            base_url=IN_PROCESS_URL, http_client=httpx.AsyncClient(transport=self), **options
+        )
 
     def serve(self) -> Any:
         """Serve real HTTP on a loopback port: ``async with fake.serve() as base_url``."""
