@@ -143,7 +143,8 @@ async def _loop(  # noqa: PLR0913 - private; the arguments of send_with_retries
     moved_from: list[AppKey] = []
     retries = 0
     while True:
-        async with limiter:
+        await _acquire(limiter)
+        try:
             key = await _choose(ring, pinned, moved_from, deadline)
             record.attempts += 1
             record.key = key.label
@@ -154,8 +155,11 @@ async def _loop(  # noqa: PLR0913 - private; the arguments of send_with_retries
                 if key.limiter is None:
                     response = await attempt(request, key)
                 else:
-                    async with key.limiter:
+                    await _acquire(key.limiter)
+                    try:
                         response = await attempt(request, key)
+                    finally:
+                        key.limiter.release()
             except (APIError, APIConnectionError) as exc:
                 failure = record.error = exc
             else:
@@ -164,6 +168,8 @@ async def _loop(  # noqa: PLR0913 - private; the arguments of send_with_retries
                 return response
             finally:
                 key.in_flight -= 1
+        finally:
+            limiter.release()
         effect = _effect(failure, policy)
         wait = policy.decide(failure, retries + 1)
         key.record_failure(
@@ -189,6 +195,18 @@ async def _loop(  # noqa: PLR0913 - private; the arguments of send_with_retries
             raise failure
         _log(request, key, failure, f"retrying in {wait:.2f}s", record.attempts)
         await _sleep(wait)
+
+
+async def _acquire(limiter: anyio.CapacityLimiter) -> None:
+    """Take a token; go through the event loop only when there is none to take.
+
+    ``async with limiter`` always yields to the event loop, even with tokens to spare:
+    a full scheduler round trip per request. The attempt that follows yields anyway.
+    """
+    try:
+        limiter.acquire_nowait()
+    except anyio.WouldBlock:
+        await limiter.acquire()
 
 
 async def _choose(
