@@ -1,7 +1,9 @@
 """One benchmark measurement in this process: a client, a concurrency, a duration.
 
 The job is the same for every client: ``GET /v1/models`` on the loopback server, the
-reply parsed into objects (the SDKs) or into JSON (the raw libraries). ``load`` is not
+reply parsed into objects (the SDKs) or into JSON (the raw libraries). Every client
+runs with its library's default options (pool sizes included), except
+``raw-httpx-pool100``, which has wishub_async's own httpx pool limits. ``load`` is not
 a client under test: it is a minimal raw-socket load generator that shows how much the
 server itself can sustain. Prints one JSON line: ``{"rps": ..., "requests": ...}``.
 
@@ -17,7 +19,10 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Literal, cast
+from typing import TYPE_CHECKING, Literal, cast
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["CLIENTS", "FAKE_KEY", "measure"]
 
@@ -26,14 +31,11 @@ Job = Callable[[], Awaitable[object]]
 
 
 @asynccontextmanager
-async def wishub_job(
-    base_url: str, concurrency: int, backend: Literal["httpx", "aiohttp"]
-) -> AsyncIterator[Job]:
+async def wishub_job(backend: Literal["httpx", "aiohttp"], base_url: str) -> AsyncIterator[Job]:
     from wishub_async import AsyncWishub  # noqa: PLC0415 - import only what is measured
 
-    async with AsyncWishub(
-        app_key=FAKE_KEY, base_url=base_url, backend=backend, max_concurrency=max(concurrency, 1)
-    ) as wh:
+    # Default options: max_concurrency=100, so no call waits in our queue at c <= 100.
+    async with AsyncWishub(app_key=FAKE_KEY, base_url=base_url, backend=backend) as wh:
         models = wh.models
 
         async def job() -> object:
@@ -44,24 +46,26 @@ async def wishub_job(
 
 @asynccontextmanager
 async def wishub_httpx(base_url: str, concurrency: int) -> AsyncIterator[Job]:
-    async with wishub_job(base_url, concurrency, "httpx") as job:
+    del concurrency
+    async with wishub_job("httpx", base_url) as job:
         yield job
 
 
 @asynccontextmanager
 async def wishub_aiohttp(base_url: str, concurrency: int) -> AsyncIterator[Job]:
-    async with wishub_job(base_url, concurrency, "aiohttp") as job:
+    del concurrency
+    async with wishub_job("aiohttp", base_url) as job:
         yield job
 
 
 @asynccontextmanager
-async def raw_httpx(base_url: str, concurrency: int) -> AsyncIterator[Job]:
+async def raw_httpx_job(limits: httpx.Limits | None, base_url: str) -> AsyncIterator[Job]:
     import httpx  # noqa: PLC0415
 
-    limits = httpx.Limits(max_connections=max(concurrency, 1))
     headers = {"Authorization": f"Bearer {FAKE_KEY}"}
     url = base_url + "/models"
-    async with httpx.AsyncClient(limits=limits) as client:
+    client = httpx.AsyncClient() if limits is None else httpx.AsyncClient(limits=limits)
+    async with client:
 
         async def job() -> object:
             response = await client.get(url, headers=headers)
@@ -71,13 +75,33 @@ async def raw_httpx(base_url: str, concurrency: int) -> AsyncIterator[Job]:
 
 
 @asynccontextmanager
+async def raw_httpx(base_url: str, concurrency: int) -> AsyncIterator[Job]:
+    """``httpx.AsyncClient()`` as it comes: 100 connections, 20 kept alive."""
+    del concurrency
+    async with raw_httpx_job(None, base_url) as job:
+        yield job
+
+
+@asynccontextmanager
+async def raw_httpx_pool100(base_url: str, concurrency: int) -> AsyncIterator[Job]:
+    """``httpx.AsyncClient`` with wishub_async's own pool limits (100 kept alive)."""
+    del concurrency
+    import httpx  # noqa: PLC0415
+
+    limits = httpx.Limits(max_connections=100, max_keepalive_connections=100, keepalive_expiry=30.0)
+    async with raw_httpx_job(limits, base_url) as job:
+        yield job
+
+
+@asynccontextmanager
 async def raw_aiohttp(base_url: str, concurrency: int) -> AsyncIterator[Job]:
+    """``aiohttp.ClientSession()`` as it comes (a pool of 100 connections)."""
+    del concurrency
     import aiohttp  # noqa: PLC0415
 
     headers = {"Authorization": f"Bearer {FAKE_KEY}"}
     url = base_url + "/models"
-    connector = aiohttp.TCPConnector(limit=max(concurrency, 1))
-    async with aiohttp.ClientSession(connector=connector) as session:
+    async with aiohttp.ClientSession() as session:
 
         async def job() -> object:
             async with session.get(url, headers=headers) as response:
@@ -88,7 +112,7 @@ async def raw_aiohttp(base_url: str, concurrency: int) -> AsyncIterator[Job]:
 
 @asynccontextmanager
 async def openai_sdk(base_url: str, concurrency: int) -> AsyncIterator[Job]:
-    del concurrency  # the SDK's own pool (1,000 connections) is large enough
+    del concurrency  # the SDK's defaults, as it comes
     from openai import AsyncOpenAI  # noqa: PLC0415
 
     async with AsyncOpenAI(base_url=base_url, api_key=FAKE_KEY, max_retries=0) as client:
@@ -103,6 +127,7 @@ CLIENTS: dict[str, Callable[[str, int], AbstractAsyncContextManager[Job]]] = {
     "wishub-httpx": wishub_httpx,
     "wishub-aiohttp": wishub_aiohttp,
     "raw-httpx": raw_httpx,
+    "raw-httpx-pool100": raw_httpx_pool100,
     "raw-aiohttp": raw_aiohttp,
     "openai": openai_sdk,
 }
@@ -183,11 +208,8 @@ async def load(base_url: str, concurrency: int, duration: float) -> dict[str, fl
 
 
 async def run(name: str, base_url: str, concurrency: int, duration: float, warmup: float) -> None:
-    if name == "load":
-        result = await load(base_url, concurrency, duration)
-    else:
-        async with CLIENTS[name](base_url, concurrency) as job:
-            result = await measure(job, concurrency, duration, warmup)
+    async with CLIENTS[name](base_url, concurrency) as job:
+        result = await measure(job, concurrency, duration, warmup)
     print(json.dumps({"client": name, "concurrency": concurrency, **result}), flush=True)
 
 
@@ -199,6 +221,13 @@ def main(argv: list[str]) -> None:
     parser.add_argument("-d", "--duration", type=float, default=2.0)
     parser.add_argument("-w", "--warmup", type=float, default=0.5)
     args = parser.parse_args(argv)
+    if args.client == "load":
+        from server import run_fast  # noqa: PLC0415 - uvloop when installed, like the server
+
+        result = run_fast(load(args.url, args.concurrency, args.duration))
+        print(json.dumps({"client": "load", "concurrency": args.concurrency, **result}))
+        return
+    # Every client under test runs on the standard asyncio loop, as users' code does.
     asyncio.run(run(args.client, args.url, args.concurrency, args.duration, args.warmup))
 
 
