@@ -10,7 +10,7 @@
 4. Writes ``bench.json``, ``bench.md`` and ``bench.png`` into ``--out`` and copies the
    chart to ``--docs-chart``.
 
-    python benchmarks/bench.py --rounds 3 --duration 2
+    python benchmarks/bench.py --rounds 5 --duration 1.5
 """
 
 from __future__ import annotations
@@ -48,6 +48,14 @@ LABELS = {
     "raw-httpx-pool100": "raw httpx, wishub's pool limits",
     "raw-aiohttp": "raw aiohttp GET + json",
     "openai": "OpenAI SDK models.list()",
+}
+SHORT = {
+    "wishub-httpx": "wishub\nhttpx\n(default)",
+    "wishub-aiohttp": "wishub\naiohttp",
+    "raw-httpx": "raw\nhttpx",
+    "raw-httpx-pool100": "raw httpx,\nwishub's\npool limits",
+    "raw-aiohttp": "raw\naiohttp",
+    "openai": "OpenAI\nSDK",
 }
 RATIOS = [
     # (name, numerator, denominator, target at the highest concurrency or None)
@@ -320,10 +328,7 @@ def chart(report: dict[str, Any], path: Path) -> None:
         colors = ["#1f77b4", "#d62728", "#7f7f7f", "#bcbcbc", "#2ca02c", "#9467bd"]
         axis.bar(range(len(rows)), medians, yerr=errors, color=colors, capsize=4)
         axis.set_xticks(range(len(rows)))
-        names = [
-            LABELS[client].replace(" (", "\n(").replace(", ", ",\n") for client in CLIENT_ORDER
-        ]
-        axis.set_xticklabels(names, fontsize=7)
+        axis.set_xticklabels([SHORT[client] for client in CLIENT_ORDER], fontsize=8)
         axis.set_title(f"concurrency {c}")
         axis.set_ylabel("requests/s (median, min-max)")
         for index, value in enumerate(medians):
@@ -344,15 +349,18 @@ def chart(report: dict[str, Any], path: Path) -> None:
 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--duration", type=float, default=2.0, help="seconds per measurement")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--duration", type=float, default=1.5, help="seconds per measurement")
     parser.add_argument("--warmup", type=float, default=0.5, help="seconds before counting")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 50])
     parser.add_argument("--memory-keys", type=int, default=10_000)
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--docs-chart", type=Path, default=ROOT / "docs" / "images" / "bench.png")
+    parser.add_argument(
+        "--from-json", type=Path, help="redraw the table and chart of an earlier bench.json"
+    )
     args = parser.parse_args(argv)
-    report = run(args)
+    report = json.loads(args.from_json.read_text()) if args.from_json else run(args)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     table = markdown(report)
