@@ -57,6 +57,7 @@ class Fake:
         self.app.router.add_get("/drop/v1/models", self.drop)
         self.app.router.add_get("/redirect/v1/models", self.redirect)
         self.app.router.add_post("/ok/v1/chat/completions", self.stream)
+        self.app.router.add_post("/drop/v1/chat/completions", self.drop)
 
     async def models(self, request: web.Request) -> web.Response:
         self.seen.append(dict(request.headers))
@@ -77,6 +78,7 @@ class Fake:
         response.content_type = "application/json"
         await response.prepare(request)
         await response.write(b'{"object": "list", "da')
+        await asyncio.sleep(0.01)  # let the first bytes leave before the connection drops
         assert request.transport is not None
         request.transport.close()
         return response
@@ -283,6 +285,66 @@ async def test_stream_closed_early_frees_the_pool(fake: tuple[Fake, str]) -> Non
             await response.aclose()
     finally:
         await transport.aclose()
+
+
+@pytest.mark.asyncio
+async def test_stream_dropped_midway_is_a_connection_error(fake: tuple[Fake, str]) -> None:
+    _, root = fake
+    transport = AiohttpTransport(max_connections=1)
+    try:
+        response = await transport.send(
+            "POST",
+            f"{root}/drop/v1/chat/completions",
+            {},
+            b"{}",
+            timeout=httpx.Timeout(5.0),
+            stream=True,
+            key="key-0",
+        )
+        with pytest.raises(APIConnectionError) as caught:
+            await response.aread()
+        assert isinstance(caught.value.__cause__, aiohttp.ClientPayloadError)
+        assert caught.value.key == "key-0"
+    finally:
+        await transport.aclose()
+
+
+@pytest.mark.asyncio
+async def test_a_pool_is_bound_to_its_first_loop(fake: tuple[Fake, str]) -> None:
+    _, root = fake
+    transport = AiohttpTransport(max_connections=1)
+    other = asyncio.new_event_loop()
+    try:
+        send = transport.send(
+            "GET",
+            f"{root}/ok/v1/models",
+            {},
+            None,
+            timeout=httpx.Timeout(5.0),
+            stream=False,
+            key="key-0",
+        )
+        assert (await send).status_code == 200
+        first, transport._loop = transport._loop, other
+        with pytest.raises(ConfigurationError, match="event loop"):
+            await transport.send(
+                "GET",
+                f"{root}/ok/v1/models",
+                {},
+                None,
+                timeout=httpx.Timeout(5.0),
+                stream=False,
+                key="key-0",
+            )
+        transport._loop = first
+    finally:
+        other.close()
+        await transport.aclose()
+
+
+def test_pool_size_is_checked() -> None:
+    with pytest.raises(ConfigurationError, match="max_connections"):
+        AiohttpTransport(max_connections=0)
 
 
 @pytest.mark.asyncio
