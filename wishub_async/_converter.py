@@ -65,7 +65,7 @@ def parse_created(value: Any) -> datetime | None:
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
-def _created_hook(value: Any, _: Any) -> datetime | None:
+def _created_hook(value: object, _: object) -> datetime | None:
     return None if value == "" else parse_created(value)  # "" is the platform's default
 
 
