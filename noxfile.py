@@ -1,4 +1,7 @@
-"""Developer tasks. `nox` runs the default set, which is what CI runs."""
+"""Developer tasks. `nox` runs the default set, which is what CI runs.
+
+``nox -s bench`` runs the benchmarks; it is not in the default set.
+"""
 
 from __future__ import annotations
 
@@ -49,4 +52,20 @@ def docs(session: nox.Session) -> None:
         "--site-dir",
         session.create_tmp() + "/site",
         env={"NO_MKDOCS_2_WARNING": "1"},
+    )
+
+
+@nox.session(default=False)
+def bench(session: nox.Session) -> None:
+    """Benchmark against the peers on a loopback server; writes benchmarks/results/."""
+    session.install("-e", ".[aiohttp]", "openai", "matplotlib", "uvloop")
+    session.run("python", "benchmarks/bench.py", *session.posargs)
+    session.run("python", "benchmarks/fanout.py", "--out", "benchmarks/results/fanout.json")
+    session.run(
+        "python",
+        "benchmarks/fanout.py",
+        "--backend",
+        "aiohttp",
+        "--out",
+        "benchmarks/results/fanout-aiohttp.json",
     )

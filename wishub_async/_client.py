@@ -459,8 +459,14 @@ def _make_transport(
     if backend == "aiohttp":
         if http_client is not None:
             raise ConfigurationError("http_client= is an httpx client; it needs backend='httpx'")
-        from ._aiohttp import AiohttpTransport  # noqa: PLC0415 - optional extra
-
+        try:
+            from ._aiohttp import AiohttpTransport  # noqa: PLC0415 - optional extra
+        except ModuleNotFoundError as exc:
+            if exc.name is None or exc.name.partition(".")[0] != "aiohttp":
+                raise
+            raise ConfigurationError(
+                "backend='aiohttp' needs aiohttp: pip install 'wishub-async[aiohttp]'"
+            ) from exc
         return AiohttpTransport(max_connections=max_concurrency)
     if backend != "httpx":
         raise ConfigurationError(f"backend must be 'httpx' or 'aiohttp', not {backend!r}")

@@ -54,9 +54,7 @@ def make_converter() -> cattrs.Converter:
     converter.register_structure_hook(bool, _strict(bool))
     converter.register_structure_hook(int, _strict_int)
     converter.register_structure_hook(float, _strict_float)
-    converter.register_structure_hook_func(
-        lambda t: t == (datetime | None), lambda value, _: parse_created(value)
-    )
+    converter.register_structure_hook_func(lambda t: t == (datetime | None), _created_hook)
     converter.register_structure_hook_factory(_is_homogeneous_tuple, _tuple_hook(converter))
     converter.register_structure_hook_func(
         lambda t: t == tuple[float, ...], lambda value, _: decode_vector(value)
@@ -83,6 +81,10 @@ def parse_created(value: Any) -> datetime | None:
     except ValueError:
         return None
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def _created_hook(value: object, _: object) -> datetime | None:
+    return None if value == "" else parse_created(value)  # "" is the platform's default
 
 
 def _from_timestamp(seconds: float) -> datetime | None:
@@ -186,6 +188,8 @@ def _attrs_hook(converter: cattrs.Converter) -> Callable[[Any], Callable[[Any, A
 
 
 _CONVERTER = make_converter()
+_HOOKS: dict[Any, Callable[[Any, Any], Any]] = {}
+"""Each class's structure hook, looked up once instead of dispatched per response."""
 
 
 def structure_json(content: bytes, cls: type[T]) -> T:
@@ -202,8 +206,11 @@ def structure_json(content: bytes, cls: type[T]) -> T:
 
 def structure(data: Any, cls: type[T], content: bytes = b"") -> T:
     """Structure decoded JSON into ``cls``, or raise ``ResponseValidationError``."""
+    hook = _HOOKS.get(cls)
+    if hook is None:
+        hook = _HOOKS[cls] = _CONVERTER.get_structure_hook(cls)
     try:
-        return _CONVERTER.structure(data, cls)
+        return hook(data, cls)  # type: ignore[no-any-return]  # the hook built for cls
     except Exception as exc:
         problems = cattrs.transform_error(exc, path="$")
         first = problems[0] if problems else f"{type(exc).__name__}: {exc}"

@@ -159,7 +159,7 @@ class _Slot:
     holds_key: bool = False
 
     async def take_global(self) -> None:
-        await self.limiter.acquire_on_behalf_of(self)
+        await self._take(self.limiter)
         self.holds_global = True
 
     async def take_key(self, key: AppKey) -> None:
@@ -167,8 +167,20 @@ class _Slot:
         key.in_flight += 1
         key.assigned += 1
         if key.limiter is not None:
-            await key.limiter.acquire_on_behalf_of(self)
+            await self._take(key.limiter)
             self.holds_key = True
+
+    async def _take(self, limiter: anyio.CapacityLimiter) -> None:
+        """Take a token; go through the event loop only when there is none to take.
+
+        ``await limiter.acquire...()`` always yields to the event loop, even with
+        tokens to spare: a scheduler round trip per request. The attempt that follows
+        yields anyway, so cancellation is still checked promptly.
+        """
+        try:
+            limiter.acquire_on_behalf_of_nowait(self)
+        except anyio.WouldBlock:
+            await limiter.acquire_on_behalf_of(self)
 
     def release(self) -> None:
         key, self.key = self.key, None
