@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import http.cookiejar
 import ipaddress
 import json
 import os
@@ -477,9 +478,12 @@ def _make_transport(
         max_keepalive_connections=max_concurrency,
         keepalive_expiry=30.0,
     )
-    return HttpxTransport(
-        httpx.AsyncClient(limits=limits, follow_redirects=False, trust_env=True), owned=True
+    # No cookie ever stored: one key's gateway cookie must not ride along with another's.
+    no_cookies = http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+    client = httpx.AsyncClient(
+        limits=limits, follow_redirects=False, trust_env=True, cookies=no_cookies
     )
+    return HttpxTransport(client, owned=True)
 
 
 def _version() -> str:

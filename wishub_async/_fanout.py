@@ -6,7 +6,7 @@ import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import anyio
 import attrs
@@ -104,34 +104,7 @@ async def fan_out(
     labels = client.key_labels if keys is None else list(keys)
     for label in labels:
         client.with_key(label)  # unknown labels fail before anything is sent
-    results: list[Any] = [None] * len(labels)
-
-    async def run(index: int, label: str) -> None:
-        results[index] = await _run(client, label, index, fn)
-
-    async with anyio.create_task_group() as group:
-        for index, label in enumerate(labels):
-            group.start_soon(run, index, label)
-    return OutcomeList(results)
-
-
-async def _work(
-    client: ClientT,
-    fn: Callable[[ClientT, ItemT], Awaitable[T]],
-    items: Iterable[ItemT],
-    deliver: Callable[[Outcome[T]], Awaitable[None]],
-) -> None:
-    """Feed the items to a bounded set of workers; ``deliver`` each outcome."""
-    pending = enumerate(items)
-    workers = client._shared.max_concurrency  # noqa: SLF001 - sizing to the client's limit
-
-    async def worker() -> None:
-        for index, item in pending:
-            await deliver(await _run(client, None, index, lambda view: fn(view, item)))  # noqa: B023
-
-    async with anyio.create_task_group() as group:
-        for _ in range(workers):
-            group.start_soon(worker)
+    return await _collect(client, ((label, fn) for label in labels))
 
 
 async def map_items(
@@ -140,13 +113,52 @@ async def map_items(
     items: Iterable[ItemT],
 ) -> OutcomeList[T]:
     """Run ``fn(view, item)`` per item; outcomes in input order (``AsyncWishub.map``)."""
+    return await _collect(client, ((None, _bind(fn, item)) for item in items))
+
+
+Call = tuple[str | None, Callable[[ClientT], Awaitable[T]]]
+"""A key label to pin (None: any healthy key) and the call to run on the view."""
+
+
+def _bind(
+    fn: Callable[[ClientT, ItemT], Awaitable[T]], item: ItemT
+) -> Callable[[ClientT], Awaitable[T]]:
+    def call(view: ClientT) -> Awaitable[T]:
+        return fn(view, item)
+
+    return call
+
+
+async def _collect(client: ClientT, calls: Iterable[Call[ClientT, T]]) -> OutcomeList[T]:
     results: dict[int, Outcome[T]] = {}
 
     async def keep(outcome: Outcome[T]) -> None:
         results[outcome.index] = outcome
 
-    await _work(client, fn, items, keep)
+    await _work(client, calls, keep)
     return OutcomeList(results[index] for index in range(len(results)))
+
+
+async def _work(
+    client: ClientT,
+    calls: Iterable[Call[ClientT, T]],
+    deliver: Callable[[Outcome[T]], Awaitable[None]],
+) -> None:
+    """Run the calls on a bounded set of workers; ``deliver`` each outcome.
+
+    As many workers as the client's ``max_concurrency``: enough to keep every slot
+    busy, and no task or view per item before its turn (memory stays flat).
+    """
+    pending = enumerate(calls)
+    workers = client._shared.max_concurrency  # noqa: SLF001 - sizing to the client's limit
+
+    async def worker() -> None:
+        for index, (label, call) in pending:
+            await deliver(await _run(client, label, index, call))
+
+    async with anyio.create_task_group() as group:
+        for _ in range(workers):
+            group.start_soon(worker)
 
 
 @asynccontextmanager
@@ -161,7 +173,7 @@ async def map_as_completed(
 
     async def produce() -> None:
         async with send:
-            await _work(client, fn, items, send.send)
+            await _work(client, ((None, _bind(fn, item)) for item in items), send.send)
 
     async with anyio.create_task_group() as group, receive:
         group.start_soon(produce)

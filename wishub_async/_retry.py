@@ -242,7 +242,7 @@ class _Call:
             slot = _Slot(self.limiter)
             try:
                 await slot.take_global()
-                key = await self._choose()
+                key = await self._choose(slot)
                 record.attempts += 1
                 record.key = key.label
                 await slot.take_key(key)
@@ -294,7 +294,8 @@ class _Call:
             self._succeeded(key, latency)
             self._ended(200, None)
 
-    async def _choose(self) -> AppKey:
+    async def _choose(self, slot: _Slot) -> AppKey:
+        """The key for the next attempt; waiting out a cooling key frees the slot."""
         if self.probe and self.pinned is not None:
             return self.pinned
         while True:
@@ -308,8 +309,10 @@ class _Call:
                         key=wait.key.label,
                     ) from None
                 log.debug("waiting %.2fs for cooling key %s", wait.seconds, wait.key.label)
+                slot.release()
                 await _sleep(wait.seconds)
                 wait.key.end_cooling()
+                await slot.take_global()
 
     def _has_other(self, key: AppKey) -> bool:
         now = time.monotonic()
