@@ -1,6 +1,6 @@
 """aiohttp: one ``AsyncWishub`` per application, through ``app.cleanup_ctx``.
 
-::
+For example:
 
     from aiohttp import web
     from wishub_async.integrations.aiohttp import get_wishub, wishub_cleanup_ctx

@@ -1,7 +1,7 @@
 """FastAPI: one ``AsyncWishub`` per app, opened at startup and closed at shutdown.
 
 The client lives on ``app.state.wishub``; route handlers ask for it with
-``WishubDep`` (or ``Depends(get_wishub)``)::
+``WishubDep`` (or ``Depends(get_wishub)``):
 
     from fastapi import FastAPI
     from wishub_async.integrations.fastapi import WishubDep, wishub_lifespan
@@ -38,7 +38,7 @@ STATE_ATTRIBUTE = "wishub"
 async def attach_wishub(app: FastAPI, client: AsyncWishub) -> AsyncIterator[AsyncWishub]:
     """Open ``client``, publish it as ``app.state.wishub``; on exit remove and close it.
 
-    Use it inside a lifespan of your own, next to your other resources::
+    Use it inside a lifespan of your own, next to your other resources:
 
         @asynccontextmanager
         async def lifespan(app: FastAPI) -> AsyncIterator[None]:
