@@ -408,3 +408,26 @@ def test_docs_cli_page_names_every_option_and_exit_code() -> None:
                 assert option in page, option
     for code in ("`0`", "`1`", "`2`", "`130`"):
         assert code in page
+
+
+def test_the_table_names_a_connection_failure(
+    capsys: pytest.CaptureFixture[str], served: tuple[FakeWishub, str]
+) -> None:
+    fake, base_url = served
+    fake.fail(K2, shape="drop", times=3)
+    argv = ["models", "--base-url", base_url, "--app-key", K1, "--app-key", K2]
+    code, out, err = run(capsys, *argv)
+    assert code == 1
+    # three failures in a row with no key effect of their own cool the key briefly
+    assert out.splitlines()[2] == f"key-1  …{K2[-4:]}  cooling  -       APIConnectionError"
+    assert "APIConnectionError: connection failed" in err
+
+
+def test_an_interrupt_exits_130(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupted(*args: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(anyio, "run", interrupted)
+    assert run(capsys, "models", "--demo")[0] == 130
