@@ -10,7 +10,10 @@ returns the application's client.
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -19,6 +22,12 @@ from wishub_async.exceptions import APIConnectionError, APIError, KeyUnavailable
 from wishub_async.integrations.aiohttp import get_wishub, wishub_cleanup_ctx
 
 routes = web.RouteTableDef()
+_dumps = functools.partial(json.dumps, ensure_ascii=False)
+
+
+def reply(data: Any, *, status: int = 200) -> web.Response:
+    """A JSON answer that keeps non-ASCII model ids readable."""
+    return web.json_response(data, status=status, dumps=_dumps)
 
 
 @routes.get("/models")
@@ -27,20 +36,18 @@ async def list_models(request: web.Request) -> web.Response:
     try:
         models = await get_wishub(request).models.list()
     except KeyUnavailableError:
-        return web.json_response({"error": {"class": "KeyUnavailableError"}}, status=503)
+        return reply({"error": {"class": "KeyUnavailableError"}}, status=503)
     except (APIError, APIConnectionError) as exc:
         error = {"class": type(exc).__name__, "type": getattr(exc, "type", None)}
-        return web.json_response({"error": error}, status=502)
-    return web.json_response({"models": models.ids})
+        return reply({"error": error}, status=502)
+    return reply({"models": models.ids})
 
 
 @routes.get("/keys")
 async def key_health(request: web.Request) -> web.Response:
     """Each AppKey's health, by label and redacted id: never the key itself."""
     statuses = get_wishub(request).key_status()
-    return web.json_response(
-        [{"label": s.label, "key": s.redacted, "state": s.state} for s in statuses]
-    )
+    return reply([{"label": s.label, "key": s.redacted, "state": s.state} for s in statuses])
 
 
 def create_app(factory: Callable[[], AsyncWishub] = AsyncWishub) -> web.Application:
