@@ -402,10 +402,10 @@ def test_docs_cli_page_names_every_option_and_exit_code() -> None:
     parser = _parser()
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     for command, subparser in commands.choices.items():
-        assert f"wishub {command}" in page
+        assert f"wishub {command}" in page, f"document `wishub {command}` in docs/cli.md"
         for action in subparser._actions:
             for option in action.option_strings:
-                assert option in page, option
+                assert option in page, f"document `wishub {command} {option}` in docs/cli.md"
     for code in ("`0`", "`1`", "`2`", "`130`"):
         assert code in page
 
