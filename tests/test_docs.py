@@ -13,6 +13,7 @@ from pathlib import Path
 import anyio.from_thread
 import pytest
 
+from wishub_async import DEFAULT_ERROR_TABLE
 from wishub_async.testing import FakeWishub
 
 ROOT = Path(__file__).parent.parent
@@ -52,3 +53,23 @@ def test_examples_run(page: Path, platform: FakeWishub, capsys: pytest.CaptureFi
     out = capsys.readouterr().out
     assert DOCS_KEY not in out
     assert platform.requests or "FakeWishub" in page.read_text(encoding="utf-8")
+
+
+def test_the_errors_page_covers_every_row_of_the_default_table() -> None:
+    page = (ROOT / "docs" / "errors.md").read_text(encoding="utf-8")
+    for error_type, rule in DEFAULT_ERROR_TABLE.types.items():
+        row = next(line for line in page.splitlines() if line.startswith(f"| `{error_type}` |"))
+        assert f"`{rule.exception.__name__}`" in row, error_type
+    for status, rule in DEFAULT_ERROR_TABLE.statuses.items():
+        row = next(
+            line
+            for line in page.splitlines()
+            if line.startswith("| ") and str(status) in line.split("|")[1]
+        )
+        assert f"`{rule.exception.__name__}`" in row, status
+
+
+def test_every_page_is_in_the_nav() -> None:
+    nav = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
+    pages = {page.name for page in (ROOT / "docs").glob("*.md")}
+    assert {name for name in pages if f" {name}" not in nav} == set()

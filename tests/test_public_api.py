@@ -24,7 +24,8 @@ def test_top_level_all_is_sorted_and_complete() -> None:
     assert wishub_async.__all__ == sorted(wishub_async.__all__, key=lambda n: (not n.isupper(), n))
     assert set(wishub_async.__all__) == EXPECTED
     public = {name for name in vars(wishub_async) if not name.startswith("_")}
-    assert public - set(wishub_async.__all__) <= {"annotations", "exceptions", "models", "testing"}
+    submodules = {"annotations", "exceptions", "integrations", "models", "testing"}
+    assert public - set(wishub_async.__all__) <= submodules
 
 
 def test_design_names_are_importable() -> None:
@@ -56,6 +57,13 @@ def test_public_modules_export_their_classes() -> None:
         wishub_async.models.__all__
     )
     assert {"FakeWishub", "instant_waits"} <= set(wishub_async.testing.__all__)
+
+
+def test_the_integrations_export_their_helpers() -> None:
+    fastapi = importlib.import_module("wishub_async.integrations.fastapi")
+    aiohttp = importlib.import_module("wishub_async.integrations.aiohttp")
+    assert {"WishubDep", "attach_wishub", "get_wishub", "wishub_lifespan"} <= set(fastapi.__all__)
+    assert {"WISHUB_CLIENT", "get_wishub", "wishub_cleanup_ctx"} <= set(aiohttp.__all__)
 
 
 def test_the_package_is_typed_and_versioned() -> None:

@@ -1,7 +1,7 @@
 """The ``wishub`` command: list the models each AppKey may call, or chat with a model.
 
 Exit codes: 0 all went well; 1 the API (or the network) failed for at least one key;
-2 usage or configuration error; 130 interrupted.
+2 usage or configuration error; 130 interrupted. ``docs/cli.md`` documents the rest.
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ from typing import Any, TextIO
 
 import anyio
 
+from ._cli_support import Progress, error_summary, labelled_keys, read_keys_file, table
 from ._client import AsyncWishub
 from ._fanout import Outcome, OutcomeList
+from ._keys import KeyStatus
 from .exceptions import ConfigurationError, WishubError
 from .models import ChatCompletion, ModelList
 
@@ -28,16 +30,26 @@ DEMO_MODEL = "4bd107bff85941239e27b1509eccfe98"  # the first of the fake's model
 
 _EXAMPLES = """\
 examples:
-  wishub models --demo                      list the built-in fake's models (no key needed)
-  wishub models --demo --app-key WRONGKEY   see how a rejected key is reported
-  WISHUB_APP_KEY=... wishub models          list the models your AppKey may call
-  wishub models --app-key K1 --app-key K2   one section per key, then a summary
-  wishub models --json                      machine-readable output
-  wishub chat "Hello" --demo --stream       stream an answer from the built-in fake
-  wishub chat "Hello" --model ID --stream   print the answer's tokens as they arrive
+  wishub models --demo                        the built-in fake's models (no key needed)
+  wishub models --demo --app-key WRONGKEY     how a rejected key is reported
+  WISHUB_APP_KEY=... wishub models            the models your AppKey may call
+  wishub models --app-key K1 --app-key K2     a table: one row per key, then a summary
+  wishub models --keys-file keys.txt          the keys of a file (KEY or LABEL=KEY lines)
+  wishub models --keys-file - --long          keys from stdin; each key's model ids
+  wishub models --keys-file keys.txt --json   machine-readable, one entry per key
+  wishub chat "Hello" --demo --stream         stream an answer from the built-in fake
+  wishub chat "Hello" --model ID --stream     print the answer's tokens as they arrive
 
-exit codes: 0 ok, 1 API or network error, 2 usage error, 130 interrupted
+keys file: one key per line, or LABEL=KEY; blank lines and # comments are skipped.
+
+exit codes:
+  0    every key answered
+  1    the API or the network failed for at least one key
+  2    usage or configuration error (bad option, no key, unreadable keys file)
+  130  interrupted
 """
+PROGRESS_MIN_KEYS = 10
+"""With this many keys or more, a progress bar shows on stderr (if it is a terminal)."""
 
 
 _COMMANDS = {
@@ -60,6 +72,11 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--demo", action="store_true", help="run against the built-in fake (no key, no network)"
     )
+    common.add_argument(
+        "--keys-file",
+        metavar="PATH",
+        help="read AppKeys from a file: KEY or LABEL=KEY per line, # comments; - for stdin",
+    )
     parser = argparse.ArgumentParser(
         prog="wishub",
         description="Command line for the wishub model API.",
@@ -76,6 +93,15 @@ def _parser() -> argparse.ArgumentParser:
             epilog=_EXAMPLES,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
+    models = commands.choices["models"]
+    models.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        help=f"a progress bar on stderr (default: on a terminal, for {PROGRESS_MIN_KEYS}+ keys)",
+    )
+    models.add_argument(
+        "-l", "--long", action="store_true", help="with several keys: each key's model ids"
+    )
     chat = commands.choices["chat"]
     chat.add_argument("prompt", help="the question (the user message)")
     chat.add_argument("--model", help="the model id (with --demo: the fake's first model)")
@@ -100,7 +126,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _client(args: argparse.Namespace) -> AsyncWishub:
-    keys: list[str] = args.app_key
+    entries: list[tuple[str | None, str]] = [(None, key) for key in args.app_key]
+    if args.keys_file:
+        entries += read_keys_file(args.keys_file)
+    keys = labelled_keys(entries) if entries else None
     if args.demo:
         from .testing import FakeWishub  # noqa: PLC0415 - only the demo needs the fake
 
@@ -110,7 +139,8 @@ def _client(args: argparse.Namespace) -> AsyncWishub:
         env_key = os.environ.get("WISHUB_APP_KEY")
         if not env_key:
             raise ConfigurationError(
-                "no AppKey: pass --app-key KEY, set WISHUB_APP_KEY, or try --demo"
+                "no AppKey: pass --app-key KEY or --keys-file PATH, set WISHUB_APP_KEY,"
+                " or try --demo"
             )
         keys = [env_key]
     return AsyncWishub(app_keys=keys, base_url=args.base_url)
@@ -118,13 +148,22 @@ def _client(args: argparse.Namespace) -> AsyncWishub:
 
 async def _models(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     async with _client(args) as wh:
-        outcomes = await wh.fan_out(_list)
-        redacted = {status.label: status.redacted for status in wh.key_status()}
+        total = len(wh.key_labels)
+        show = args.progress
+        if show is None:
+            show = total >= PROGRESS_MIN_KEYS and err.isatty()
+        progress = Progress(err, total) if show else None
+        outcomes = await wh.fan_out(progress.wrap(_list) if progress else _list)
+        if progress:
+            progress.finish()
+        statuses = {status.label: status for status in wh.key_status()}
     if args.json:
-        json.dump([_as_json(o, redacted) for o in outcomes], out, ensure_ascii=False, indent=2)
+        json.dump([_as_json(o, statuses) for o in outcomes], out, ensure_ascii=False, indent=2)
         out.write("\n")
+    elif len(outcomes) > 1 and not args.long:
+        _print_table(outcomes, statuses, out, err)
     else:
-        _print_text(outcomes, redacted, out, err)
+        _print_text(outcomes, statuses, out, err)
     return EXIT_API_ERROR if outcomes.failed else EXIT_OK
 
 
@@ -207,21 +246,54 @@ async def _list(wh: AsyncWishub) -> ModelList:
 
 
 def _print_text(
-    outcomes: OutcomeList[ModelList], redacted: dict[str, str], out: TextIO, err: TextIO
+    outcomes: OutcomeList[ModelList], statuses: dict[str, KeyStatus], out: TextIO, err: TextIO
 ) -> None:
     several = len(outcomes) > 1
     for outcome in outcomes:
         label = outcome.label or "?"
         if several:
-            print(f"[{label}] {redacted.get(label, '')}".rstrip(), file=out)
+            print(f"[{label}] {_redacted(statuses, label)}".rstrip(), file=out)
         if outcome.value is not None:
             for model in outcome.value:
                 print(f"  {model.id}" if several else model.id, file=out)
         elif outcome.error is not None:
             print(f"wishub: {describe_error(outcome.error)}", file=err)
     if several:
-        failed = len(outcomes.failed)
-        print(f"{len(outcomes) - failed} ok, {failed} failed", file=out)
+        _print_summary(outcomes, out)
+
+
+def _print_table(
+    outcomes: OutcomeList[ModelList], statuses: dict[str, KeyStatus], out: TextIO, err: TextIO
+) -> None:
+    """One row per key: label, redacted key, state, model count, error; then a summary."""
+    rows, errors = [], []
+    for outcome in outcomes:
+        label = outcome.label or "?"
+        status = statuses.get(label)
+        state = status.state if status else "?"
+        if outcome.error is not None:
+            errors.append(outcome.error)
+            rows.append(
+                [label, _redacted(statuses, label), state, "-", error_summary(outcome.error)]
+            )
+        else:
+            count = str(len(outcome.value)) if outcome.value is not None else "-"
+            rows.append([label, _redacted(statuses, label), state, count, ""])
+    for line in table(["LABEL", "KEY", "STATE", "MODELS", "ERROR"], rows):
+        print(line, file=out)
+    for error in errors:
+        print(f"wishub: {describe_error(error)}", file=err)
+    _print_summary(outcomes, out)
+
+
+def _print_summary(outcomes: OutcomeList[ModelList], out: TextIO) -> None:
+    failed = len(outcomes.failed)
+    print(f"{len(outcomes) - failed} ok, {failed} failed", file=out)
+
+
+def _redacted(statuses: dict[str, KeyStatus], label: str) -> str:
+    status = statuses.get(label)
+    return status.redacted if status else ""
 
 
 def describe_error(error: Exception) -> str:
@@ -230,9 +302,15 @@ def describe_error(error: Exception) -> str:
     return f"{prefix}{type(error).__name__}: {error}"
 
 
-def _as_json(outcome: Outcome[ModelList], redacted: dict[str, str]) -> dict[str, Any]:
+def _as_json(outcome: Outcome[ModelList], statuses: dict[str, KeyStatus]) -> dict[str, Any]:
     label = outcome.label or "?"
-    entry: dict[str, Any] = {"label": label, "key": redacted.get(label), "ok": outcome.ok}
+    status = statuses.get(label)
+    entry: dict[str, Any] = {
+        "label": label,
+        "key": status.redacted if status else None,
+        "state": str(status.state) if status else None,
+        "ok": outcome.ok,
+    }
     if outcome.value is not None:
         entry["models"] = [
             {

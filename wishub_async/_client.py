@@ -90,7 +90,7 @@ class _Options:
 class AsyncWishub:
     """Async client for the wishub API; one pooled connection set for all AppKeys.
 
-    Use it as an async context manager (or call ``aclose()``)::
+    Use it as an async context manager (or call ``aclose()``):
 
         async with AsyncWishub(app_key="...") as wh:
             models = await wh.models.list()
@@ -306,7 +306,7 @@ class AsyncWishub:
     ) -> AbstractAsyncContextManager[_fanout.OutcomeStream[T]]:
         """Like ``map``, but hand out each ``Outcome`` as soon as it completes.
 
-        Use it as an async context manager::
+        Use it as an async context manager:
 
             async with wh.map_as_completed(ask, questions) as outcomes:
                 async for outcome in outcomes:

@@ -98,7 +98,7 @@ _OTHER = ErrorRule(APIError, retry=False)
 class ErrorTable:
     """Maps error ``type`` first, HTTP status second, to an ``ErrorRule``.
 
-    Extend it rather than replace it::
+    Extend it rather than replace it:
 
         table = DEFAULT_ERROR_TABLE.with_types(
             {"MODEL_BUSY": ErrorRule(ServerError, retry=True)}
@@ -156,7 +156,7 @@ DEFAULT_ERROR_TABLE = ErrorTable(
         504: _SERVER,
     },
 )
-"""The table of DESIGN.md; see ``docs/errors.md`` for what each row means."""
+"""The default error table; the "Retries and errors" guide explains each row."""
 
 
 def excerpt(content: bytes | str, limit: int = _EXCERPT_CHARS) -> str:

@@ -38,8 +38,11 @@ class KeyState(enum.StrEnum):
     """Health of one AppKey."""
 
     HEALTHY = "healthy"
+    """In rotation."""
     COOLING = "cooling"
+    """Resting until a time (after a rate limit, a used-up quota, or server errors)."""
     QUARANTINED = "quarantined"
+    """Out of rotation until ``check_keys()`` finds it working (after a rejection)."""
 
 
 @attrs.frozen

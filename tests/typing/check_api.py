@@ -45,3 +45,28 @@ async def user_code() -> None:
         assert_type(error.code, int | None)
     except WishubError:
         pass
+
+
+def framework_code() -> None:
+    from aiohttp import web  # noqa: PLC0415 - the frameworks are optional extras
+    from fastapi import FastAPI  # noqa: PLC0415
+
+    from wishub_async.integrations import aiohttp as wishub_aiohttp  # noqa: PLC0415
+    from wishub_async.integrations.fastapi import WishubDep, wishub_lifespan  # noqa: PLC0415
+
+    app = FastAPI(lifespan=wishub_lifespan(lambda: AsyncWishub(max_concurrency=10)))
+
+    @app.get("/models")
+    async def models(wh: WishubDep) -> list[str]:
+        assert_type(wh, AsyncWishub)
+        return (await wh.models.list()).ids
+
+    web_app = web.Application()
+    web_app.cleanup_ctx.append(wishub_aiohttp.wishub_cleanup_ctx())
+
+    async def handler(request: web.Request) -> web.Response:
+        assert_type(wishub_aiohttp.get_wishub(request), AsyncWishub)
+        assert_type(request.app[wishub_aiohttp.WISHUB_CLIENT], AsyncWishub)
+        return web.Response()
+
+    web_app.router.add_get("/", handler)

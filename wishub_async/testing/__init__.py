@@ -30,7 +30,7 @@ __all__ = [
 def instant_waits() -> Iterator[None]:
     """Within this block, retry backoffs, Retry-After and key cooling take no time.
 
-    Waits are still decided and logged; only the sleeping is skipped::
+    Waits are still decided and logged; only the sleeping is skipped:
 
         with instant_waits():
             await wh.models.list()  # retries at once

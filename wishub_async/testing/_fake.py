@@ -129,7 +129,7 @@ Route = Callable[["FakeWishub", str, Any], Awaitable[Reply]]
 class FakeWishub(httpx.AsyncBaseTransport):
     """A fake wishub platform: per-key model lists, scripted failures, a request log.
 
-    Mount it in-process::
+    Mount it in-process:
 
         fake = FakeWishub({"k" * 32: ["my-model"]})
         async with fake.client(app_key="k" * 32) as wh:
