@@ -310,3 +310,14 @@ async def test_waiting_happens_in_our_queue_not_in_the_httpx_pool(backend: str) 
         outcomes = await wh.map(list_for_item, range(80))
     assert all(outcome.ok for outcome in outcomes), outcomes.failed[:1]
     assert fake.peak_in_flight_total == 8
+
+
+async def test_requests_the_server_rejects_do_not_cool_a_key(backend: str) -> None:
+    fake = FakeWishub([K1])
+    fake.fail(K1, type="invalid_request_error", times=5)
+    async with fake.client(app_key=K1) as wh:
+        for _ in range(5):
+            with pytest.raises(Exception):  # noqa: B017, PT011 - the key state is the point
+                await wh.models.list()
+        status = wh.key_status()[0]
+    assert (status.state, status.failures) == (KeyState.HEALTHY, 5)

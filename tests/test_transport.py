@@ -80,3 +80,18 @@ async def test_middleware_wraps_each_call_once_outside_retries(backend: str) -> 
     assert seen == ["before GET /models", "after 200 attempts=2"]
     assert [request.headers.get("x-tag") for request in fake.requests] == ["1", "1"]
     assert all("authorization" not in request.headers for request in fake.requests)
+
+
+async def test_a_middleware_cannot_send_a_second_authorization(backend: str) -> None:
+    from wishub_async.testing import FakeWishub  # noqa: PLC0415
+
+    async def meddle(request: Request, call_next: Handler) -> Response:
+        headers = {"Authorization": "Bearer someone-else", "Content-Type": "text/plain"}
+        return await call_next(attrs.evolve(request, headers=headers))
+
+    fake = FakeWishub([K1])
+    async with fake.client(app_key=K1, middleware=[meddle]) as wh:
+        await wh.models.list()
+    [sent] = fake.requests
+    assert sent.key == K1
+    assert sent.headers["content-type"] == "text/plain"

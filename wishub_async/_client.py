@@ -41,7 +41,7 @@ DEFAULT_MAX_CONCURRENCY = 100
 T = TypeVar("T")
 ItemT = TypeVar("ItemT")
 Backend = Literal["httpx", "aiohttp"]
-_UNSET: Any = object()
+_UNCHANGED: Any = object()
 
 
 class _State(enum.Enum):
@@ -235,24 +235,24 @@ class AsyncWishub:
     def with_options(
         self,
         *,
-        base_url: str = _UNSET,
-        timeout: httpx.Timeout | float = _UNSET,
-        retry: RetryPolicy = _UNSET,
-        headers: Mapping[str, str] = _UNSET,
-        middleware: Sequence[Middleware] = _UNSET,
-        hooks: Hooks = _UNSET,
-        allow_http: bool = _UNSET,
+        base_url: str = _UNCHANGED,
+        timeout: httpx.Timeout | float = _UNCHANGED,
+        retry: RetryPolicy = _UNCHANGED,
+        headers: Mapping[str, str] = _UNCHANGED,
+        middleware: Sequence[Middleware] = _UNCHANGED,
+        hooks: Hooks = _UNCHANGED,
+        allow_http: bool = _UNCHANGED,
     ) -> Self:
         """A view with some options changed, sharing this client's pool and keys."""
         current = self._options
         options = _make_options(
-            base_url=current.base_url if base_url is _UNSET else base_url,
-            timeout=current.timeout if timeout is _UNSET else timeout,
-            retry=current.retry if retry is _UNSET else retry,
-            headers=current.headers if headers is _UNSET else headers,
-            middleware=current.middleware if middleware is _UNSET else tuple(middleware),
-            allow_http=current.allow_http if allow_http is _UNSET else allow_http,
-            hooks=current.hooks if hooks is _UNSET else hooks,
+            base_url=current.base_url if base_url is _UNCHANGED else base_url,
+            timeout=current.timeout if timeout is _UNCHANGED else timeout,
+            retry=current.retry if retry is _UNCHANGED else retry,
+            headers=current.headers if headers is _UNCHANGED else headers,
+            middleware=current.middleware if middleware is _UNCHANGED else tuple(middleware),
+            allow_http=current.allow_http if allow_http is _UNCHANGED else allow_http,
+            hooks=current.hooks if hooks is _UNCHANGED else hooks,
         )
         return self._view(options, self._pinned, self._record)
 
@@ -341,7 +341,9 @@ class AsyncWishub:
         )
         url = options.base_url + request.path
         table = options.retry.error_table
-        headers = {**self._base_headers, **request.headers}
+        # Lower-cased so that no header goes out twice under two spellings; the key's
+        # Authorization is set per attempt below and wins over any a middleware set.
+        headers = {**self._base_headers, **{k.lower(): v for k, v in request.headers.items()}}
         if content is not None:
             headers["content-type"] = "application/json"
 

@@ -112,10 +112,15 @@ class AppKey:
         effect: KeyEffect,
         latency: float,
         *,
+        transient: bool,
         cool_for: float,
         server_error_cooldown: float,
     ) -> None:
-        """Count a failure and apply its effect on the key's health."""
+        """Count a failure and apply its effect on the key's health.
+
+        Only transient failures (server errors, dropped connections, timeouts) count
+        towards a brief cooling; a request the server rejected (400, 404) does not.
+        """
         self.failures += 1
         self.latency_total += latency
         self.last_error_type = error_type
@@ -123,6 +128,9 @@ class AppKey:
         if effect is KeyEffect.QUARANTINE:
             self.quarantined = True
         elif effect is KeyEffect.NONE:
+            if not transient:
+                self.server_errors_in_row = 0
+                return
             self.server_errors_in_row += 1
             if self.server_errors_in_row >= _SERVER_ERRORS_BEFORE_COOLING:
                 self.server_errors_in_row = 0

@@ -351,6 +351,7 @@ class _Call:
             error_name(failure),
             effect,
             latency,
+            transient=_is_transient(failure, self.policy),
             cool_for=cool_for,
             server_error_cooldown=self.policy.server_error_cooldown,
         )
@@ -411,6 +412,13 @@ def _effect(error: APIError | APIConnectionError, policy: RetryPolicy) -> KeyEff
     if isinstance(error, APIError):
         return policy.error_table.rule_for(error.type, error.status_code).key_effect
     return KeyEffect.NONE
+
+
+def _is_transient(error: APIError | APIConnectionError, policy: RetryPolicy) -> bool:
+    """Whether the error is the platform's or the network's (retryable), not the caller's."""
+    if isinstance(error, APIError):
+        return policy.error_table.rule_for(error.type, error.status_code).retry
+    return True
 
 
 def error_name(error: Exception) -> str:
