@@ -84,6 +84,12 @@ class AiohttpTransport:
                 trust_env=False,
                 raise_for_status=False,
             )
+            # aiohttp silently resends an idempotent request once when a kept-alive
+            # connection turns out closed. Retries are the RetryPolicy's decision (and
+            # are counted, logged and bounded there), so switch that off. There is no
+            # public switch; the attribute exists in aiohttp 3.9 to 3.14 at least.
+            if hasattr(self._session, "_retry_connection"):
+                self._session._retry_connection = False  # noqa: SLF001
             self._loop = loop
         elif loop is not self._loop:
             raise ConfigurationError(
