@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import pytest
@@ -32,10 +32,13 @@ pytestmark = pytest.mark.parametrize(
     indirect=["backend"],
 )
 ASK = [{"role": "user", "content": "hi"}]
+Transport = Literal["httpx", "aiohttp"]
 
 
 @asynccontextmanager
-async def serve(fake: FakeWishub, transport: str, **options: Any) -> AsyncIterator[AsyncWishub]:
+async def serve(
+    fake: FakeWishub, transport: Transport, **options: Any
+) -> AsyncIterator[AsyncWishub]:
     async with (
         fake.serve() as base_url,
         AsyncWishub(base_url=base_url, backend=transport, **options) as wh,
@@ -47,7 +50,7 @@ async def list_models(wh: AsyncWishub) -> ModelList:
     return await wh.models.list()
 
 
-async def test_models_and_a_wrong_key(backend: str, transport: str) -> None:
+async def test_models_and_a_wrong_key(backend: str, transport: Transport) -> None:
     fake = FakeWishub([K1])
     async with serve(fake, transport, app_keys={"good": K1, "bad": WRONG}) as wh:
         outcomes = await wh.fan_out(list_models)
@@ -59,7 +62,7 @@ async def test_models_and_a_wrong_key(backend: str, transport: str) -> None:
     assert fake.count(WRONG) == 1
 
 
-async def test_server_errors_are_retried_then_succeed(backend: str, transport: str) -> None:
+async def test_server_errors_are_retried_then_succeed(backend: str, transport: Transport) -> None:
     fake = FakeWishub([K1])
     fake.fail(K1, type="INVOKE_MODEL_ERROR", times=2)
     async with serve(fake, transport, app_key=K1) as wh:
@@ -78,7 +81,7 @@ async def test_server_errors_are_retried_then_succeed(backend: str, transport: s
     ],
 )
 async def test_every_failure_shape_gives_the_same_typed_error(
-    backend: str, transport: str, shape: str, error: type[Exception]
+    backend: str, transport: Transport, shape: str, error: type[Exception]
 ) -> None:
     fake = FakeWishub([K1])
     fake.fail(K1, shape=shape, status=502, times=3)
@@ -90,7 +93,7 @@ async def test_every_failure_shape_gives_the_same_typed_error(
 
 
 async def test_retry_after_is_honoured(
-    backend: str, transport: str, caplog: pytest.LogCaptureFixture
+    backend: str, transport: Transport, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     fake = FakeWishub([K1])
@@ -102,7 +105,7 @@ async def test_retry_after_is_honoured(
 
 
 @pytest.mark.real_waits
-async def test_a_slow_answer_is_a_timeout(backend: str, transport: str) -> None:
+async def test_a_slow_answer_is_a_timeout(backend: str, transport: Transport) -> None:
     fake = FakeWishub([K1])
     fake.fail(K1, latency=3, times=1)
     async with serve(fake, transport, app_key=K1, timeout=0.2, retry=RetryPolicy(attempts=1)) as wh:
@@ -111,7 +114,7 @@ async def test_a_slow_answer_is_a_timeout(backend: str, transport: str) -> None:
         assert len(await wh.models.list()) == len(DEFAULT_MODELS)
 
 
-async def test_streaming_chat_and_an_in_stream_error(backend: str, transport: str) -> None:
+async def test_streaming_chat_and_an_in_stream_error(backend: str, transport: Transport) -> None:
     fake = FakeWishub([K1])
     async with serve(fake, transport, app_key=K1) as wh:
         model = (await wh.models.list()).ids[0]
@@ -133,7 +136,7 @@ async def test_streaming_chat_and_an_in_stream_error(backend: str, transport: st
 
 
 @pytest.mark.real_waits
-async def test_limits_hold_at_the_server(backend: str, transport: str) -> None:
+async def test_limits_hold_at_the_server(backend: str, transport: Transport) -> None:
     fake = FakeWishub([K1, K2], latency=0.01)
     async with serve(
         fake, transport, app_keys=[K1, K2], max_concurrency=4, per_key_concurrency=2
@@ -144,7 +147,7 @@ async def test_limits_hold_at_the_server(backend: str, transport: str) -> None:
     assert max(fake.peak_in_flight[K1], fake.peak_in_flight[K2]) <= 2
 
 
-async def test_cancellation_leaves_the_client_usable(backend: str, transport: str) -> None:
+async def test_cancellation_leaves_the_client_usable(backend: str, transport: Transport) -> None:
     fake = FakeWishub([K1, K2])
     async with serve(fake, transport, app_keys=[K1, K2]) as wh:
         fake.latency = 30
