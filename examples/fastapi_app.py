@@ -11,10 +11,11 @@ and a ``wh: WishubDep`` parameter. Errors of the platform become JSON answers in
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel
 
 from wishub_async import AsyncWishub
 from wishub_async.exceptions import (
@@ -44,6 +45,33 @@ async def key_health(wh: WishubDep) -> list[dict[str, str]]:
         {"label": status.label, "key": status.redacted, "state": status.state}
         for status in wh.key_status()
     ]
+
+
+class Question(BaseModel):
+    """The body of ``POST /chat``."""
+
+    model: str
+    prompt: str
+
+
+@router.post("/chat")
+async def chat(question: Question, wh: WishubDep) -> StreamingResponse:
+    """Relay a streamed answer to the HTTP client, token by token.
+
+    The call is made before the response starts, so a failure to start (a wrong key,
+    an unknown model) still becomes a JSON error; the stream is closed when the
+    relay ends, when the HTTP client goes away, or on an error mid-answer.
+    """
+    messages = [{"role": "user", "content": question.prompt}]
+    stream = await wh.chat.completions.create(model=question.model, messages=messages, stream=True)
+
+    async def tokens() -> AsyncIterator[str]:
+        async with stream:
+            async for chunk in stream:
+                if chunk.text:
+                    yield chunk.text
+
+    return StreamingResponse(tokens(), media_type="text/plain; charset=utf-8")
 
 
 # Most specific first: the first class an error is an instance of decides.

@@ -156,3 +156,18 @@ async def test_aiohttp_a_wrong_key_is_a_bad_gateway_then_unavailable(fake: FakeW
         keys = await (await client.get("/keys")).json()
         assert keys == [{"label": "prod", "key": "…" + WRONG[-4:], "state": "quarantined"}]
     assert fake.count(WRONG) == 1
+
+
+async def test_fastapi_relays_a_streamed_answer(backend: str, fake: FakeWishub) -> None:
+    build, built = factory(fake, app_key=K1)
+    model = fake.models_of(K1)[0]
+    async with asgi(fastapi_app.create_app(build)) as http:
+        reply = await http.post("/chat", json={"model": model, "prompt": "你好 relay"})
+        missing = await http.post("/chat", json={"model": "no-such-model", "prompt": "x"})
+        assert fake.chat.open_streams == 0
+    assert reply.status_code == 200
+    assert reply.headers["content-type"].startswith("text/plain")
+    assert reply.text == "You said: 你好 relay"
+    assert missing.status_code == 502
+    assert missing.json()["error"]["class"] == "NotFoundError"
+    assert built[0].key_status()[0].in_flight == 0
