@@ -16,6 +16,7 @@ import sys
 import time
 import tracemalloc
 from pathlib import Path
+from typing import Literal
 
 import anyio
 
@@ -23,7 +24,7 @@ from wishub_async import AsyncWishub
 from wishub_async.models import ModelList
 
 SERVER = """
-import sys, anyio
+import importlib.util, sys, anyio
 from wishub_async.testing import FakeWishub
 
 async def main():
@@ -32,23 +33,23 @@ async def main():
         print(url, flush=True)
         await anyio.sleep_forever()
 
-anyio.run(main)
+uvloop = importlib.util.find_spec("uvloop") is not None
+anyio.run(main, backend_options={"use_uvloop": uvloop})
 """
 
 
 async def run(
-    base_url: str, keys: int, calls: int, concurrency: int, backend: str
+    base_url: str, keys: int, calls: int, concurrency: int, backend: Literal["httpx", "aiohttp"]
 ) -> dict[str, float]:
     secrets = [f"{n:032x}" for n in range(keys)]
-    tracemalloc.start()
+    tracemalloc.start()  # only while the client is built: tracing slows everything
     before = tracemalloc.get_traced_memory()[0]
-    async with AsyncWishub(
-        app_keys=secrets,
-        base_url=base_url,
-        max_concurrency=concurrency,
-        backend=backend,  # type: ignore[arg-type]
-    ) as wh:
-        built = tracemalloc.get_traced_memory()[0]
+    client = AsyncWishub(
+        app_keys=secrets, base_url=base_url, max_concurrency=concurrency, backend=backend
+    )
+    built = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    async with client as wh:
 
         async def five(view: AsyncWishub) -> list[ModelList]:
             return [await view.models.list() for _ in range(calls)]
@@ -58,7 +59,6 @@ async def run(
         outcomes = await wh.fan_out(five)
         wall = time.perf_counter() - started
         failed = len(outcomes.failed)
-    tracemalloc.stop()
     return {"wall_s": wall, "failed": failed, "bytes_per_key": (built - before) / keys}
 
 
@@ -69,6 +69,7 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.02)
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--backend", default="httpx", choices=["httpx", "aiohttp"])
+    parser.add_argument("--uvloop", action="store_true", help="run the client on uvloop")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     server = subprocess.Popen(
@@ -76,7 +77,15 @@ def main() -> None:
     )
     try:
         base_url = server.stdout.readline().strip() if server.stdout else ""
-        result = anyio.run(run, base_url, args.keys, args.calls, args.concurrency, args.backend)
+        result = anyio.run(
+            run,
+            base_url,
+            args.keys,
+            args.calls,
+            args.concurrency,
+            args.backend,
+            backend_options={"use_uvloop": args.uvloop},
+        )
     finally:
         server.terminate()
         server.wait()
