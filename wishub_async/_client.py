@@ -335,6 +335,8 @@ class AsyncWishub:
             headers["content-type"] = "application/json"
 
         async def attempt(request: Request, key: AppKey) -> Response:
+            if self._shared.state is _State.CLOSED:  # aclose() ran while this call waited
+                raise ClientStateError("this AsyncWishub was closed while the call was in flight")
             headers["authorization"] = key.authorization
             response = await self._shared.transport.send(
                 request.method,
