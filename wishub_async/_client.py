@@ -349,7 +349,7 @@ class AsyncWishub:
             )
             if 200 <= response.status_code < 300:  # noqa: PLR2004 - the 2xx family
                 return response
-            body = await response.aread()
+            body = key.scrub(await response.aread())
             raise api_error(
                 response.status_code, response.headers, body, key=key.label, table=table
             )
