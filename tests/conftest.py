@@ -122,6 +122,11 @@ def assert_nothing_held(wh: AsyncWishub) -> None:
     assert not pool._requests, "a request is still queued in the httpx pool"
     busy = [c for c in pool.connections if not (c.is_idle() or c.is_closed())]
     assert not busy, f"connections still busy: {busy}"
+    assert_no_slot_held(wh)
+
+
+def assert_no_slot_held(wh: AsyncWishub) -> None:
+    """No request counted in flight on any key, no limiter slot borrowed."""
     assert wh._shared.limiter.borrowed_tokens == 0
     for key in wh._shared.ring.keys:
         assert key.in_flight == 0, key
