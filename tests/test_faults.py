@@ -120,6 +120,13 @@ async def test_a_refused_connection_is_retried_then_typed(backend: str) -> None:
     assert (status.failures, status.successes) == (3, 0)  # nobody listens to count them
 
 
+async def test_a_reset_says_so_on_every_backend(backend: str, fake: FakeWishub) -> None:
+    fake.fail(K1, shape="reset", times=3)
+    async with over_http(fake) as wh:
+        with pytest.raises(APIConnectionError, match=r"\(ReadError\): .*reset by peer"):
+            await wh.models.list()  # asyncio's ReadError has no text: the cause's is shown
+
+
 async def test_a_json_body_with_the_wrong_content_type_is_read(
     backend: str, fake: FakeWishub
 ) -> None:
