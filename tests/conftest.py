@@ -9,12 +9,16 @@ from __future__ import annotations
 import functools
 import logging
 import socket
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
+import httpcore
 import pytest
 import trio
 
+from wishub_async import AsyncWishub
+from wishub_async._transport import HttpxTransport
 from wishub_async.testing import FakeWishub, instant_waits
 
 K1 = "a1b2c3d4e5f60718293a4b5c6d7e8f90"
@@ -85,3 +89,45 @@ def models_body(*ids: str, **extra: Any) -> dict[str, Any]:
             for model in ids
         ],
     }
+
+
+@asynccontextmanager
+async def over_http(fake: FakeWishub, **options: Any) -> AsyncIterator[AsyncWishub]:
+    """A client talking to ``fake`` over real HTTP/1.1 on loopback (default key: K1)."""
+    if "app_keys" not in options:
+        options.setdefault("app_key", K1)
+    async with fake.serve() as base_url, AsyncWishub(base_url=base_url, **options) as wh:
+        yield wh
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (connections to it are refused)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def pool_of(wh: AsyncWishub) -> httpcore.AsyncConnectionPool:
+    """The httpcore pool under the client's own ``httpx.AsyncClient``."""
+    transport = wh._shared.transport
+    assert isinstance(transport, HttpxTransport)
+    pool = transport.client._transport._pool  # type: ignore[attr-defined]
+    assert isinstance(pool, httpcore.AsyncConnectionPool)
+    return pool
+
+
+def assert_nothing_held(wh: AsyncWishub) -> None:
+    """No connection busy or queued in the pool, no slot held on any key or limiter."""
+    pool = pool_of(wh)
+    assert not pool._requests, "a request is still queued in the httpx pool"
+    busy = [c for c in pool.connections if not (c.is_idle() or c.is_closed())]
+    assert not busy, f"connections still busy: {busy}"
+    assert_no_slot_held(wh)
+
+
+def assert_no_slot_held(wh: AsyncWishub) -> None:
+    """No request counted in flight on any key, no limiter slot borrowed."""
+    assert wh._shared.limiter.borrowed_tokens == 0
+    for key in wh._shared.ring.keys:
+        assert key.in_flight == 0, key
+        assert key.limiter is None or key.limiter.borrowed_tokens == 0, key

@@ -6,6 +6,7 @@ the fake: WISHUB_APP_KEY is a key the fake knows, WISHUB_BASE_URL its loopback U
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +28,22 @@ def blocks(page: Path) -> list[str]:
 
 
 @pytest.fixture
-def platform(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeWishub]:
+def restored_logging() -> Iterator[None]:
+    """Examples may configure logging (the observability page does): undo it after."""
+    ours = logging.getLogger("wishub_async")
+    level, root_handlers, root_level = ours.level, logging.root.handlers[:], logging.root.level
+    try:
+        yield
+    finally:
+        ours.setLevel(level)
+        for handler in logging.root.handlers[:]:
+            if handler not in root_handlers:
+                logging.root.removeHandler(handler)
+        logging.root.setLevel(root_level)
+
+
+@pytest.fixture
+def platform(monkeypatch: pytest.MonkeyPatch, restored_logging: None) -> Iterator[FakeWishub]:
     fake = FakeWishub([DOCS_KEY])
     with (
         anyio.from_thread.start_blocking_portal() as portal,

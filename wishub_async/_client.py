@@ -355,6 +355,8 @@ class AsyncWishub:
             headers["content-type"] = "application/json"
 
         async def attempt(request: Request, key: AppKey) -> Response:
+            if self._shared.state is _State.CLOSED:  # aclose() ran while this call waited
+                raise ClientStateError("this AsyncWishub was closed while the call was in flight")
             headers["authorization"] = key.authorization
             response = await self._shared.transport.send(
                 request.method,
@@ -369,7 +371,7 @@ class AsyncWishub:
                 if request.check is not None:
                     await request.check(response)
                 return response
-            body = await response.aread()
+            body = key.scrub(await response.aread())
             raise api_error(
                 response.status_code, response.headers, body, key=key.label, table=table
             )

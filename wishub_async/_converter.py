@@ -196,7 +196,7 @@ def structure_json(content: bytes, cls: type[T]) -> T:
     """Decode a 2xx JSON body into ``cls``, or raise ``ResponseValidationError``."""
     try:
         data = json.loads(content)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
         found = f"got: {excerpt(content)}" if content.strip() else "got an empty body"
         raise ResponseValidationError(
             f"expected a JSON body, {found}", body_excerpt=excerpt(content)

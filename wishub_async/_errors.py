@@ -41,6 +41,8 @@ __all__ = [
 ]
 
 _TYPE_NAME = re.compile(r"^[A-Z0-9_]+$")
+_CODE = re.compile(r"-?[0-9]{1,18}")
+"""A numeric error code: ASCII digits only, short enough to be a code and not a novel."""
 _REQUEST_ID_HEADERS = ("x-request-id", "request-id", "x-ctyun-request-id", "x-trace-id")
 _EXCERPT_CHARS = 200
 
@@ -209,7 +211,7 @@ def api_error(
     """Build the typed ``APIError`` for a non-2xx response (or an in-stream error)."""
     try:
         body: Any = json.loads(content) if content.strip() else None
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than Python recurses
         body = None
     fields = _envelope(body) if body is not None else None
     if fields is None:
@@ -283,6 +285,6 @@ def _code(value: Any) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
+    if isinstance(value, str) and _CODE.fullmatch(value.strip()):
+        return int(value.strip())
     return None

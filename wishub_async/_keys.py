@@ -8,6 +8,7 @@ no repr, str, log line or exception ever shows.
 from __future__ import annotations
 
 import enum
+import json
 import os
 import re
 import time
@@ -27,6 +28,7 @@ _ENV_KEY = "WISHUB_APP_KEY"
 _SHOWN_TAIL = 4
 _MIN_LEN_TO_SHOW_TAIL = 12
 _SERVER_ERRORS_BEFORE_COOLING = 3
+_MIN_LEN_TO_SCRUB = 8
 
 
 def redact(secret: str) -> str:
@@ -137,6 +139,21 @@ class AppKey:
                 self.cooling_until = max(self.cooling_until, now + server_error_cooldown)
         else:
             self.cooling_until = max(self.cooling_until, now + cool_for)
+
+    def scrub(self, content: bytes) -> bytes:
+        """``content`` with this key replaced by its redacted id, for servers that echo it.
+
+        The key is replaced as it is and in its JSON-escaped forms (quotes, backslashes
+        and slashes escaped), since error bodies are JSON.
+        Keys shorter than 8 characters are left alone: replacing them would garble text.
+        """
+        secret = self.authorization.removeprefix("Bearer ")
+        if len(secret) < _MIN_LEN_TO_SCRUB:
+            return content
+        escaped = json.dumps(secret)[1:-1]
+        for form in dict.fromkeys((escaped.replace("/", "\\/"), escaped, secret)):  # longest first
+            content = content.replace(form.encode(), self.redacted.encode())
+        return content
 
     def end_cooling(self) -> None:
         """Make a cooling key usable now (after someone waited out its cooling)."""

@@ -25,6 +25,8 @@ __all__ = [
     "translate_httpx_error",
 ]
 
+_MAX_CAUSES = 8
+
 
 @attrs.frozen
 class Request:
@@ -143,7 +145,7 @@ class Transport(Protocol):
 def translate_httpx_error(exc: httpx.HTTPError, key: str | None) -> WishubError:
     """Our exception for an httpx one; the message never includes a header value."""
     name = type(exc).__name__
-    detail = str(exc) or name
+    detail = _first_message(exc) or name
     if isinstance(exc, httpx.TimeoutException):
         what = {
             "ConnectTimeout": "connecting",
@@ -155,6 +157,18 @@ def translate_httpx_error(exc: httpx.HTTPError, key: str | None) -> WishubError:
     if isinstance(exc, httpx.DecodingError):
         return APIConnectionError(f"could not decode the response body: {detail}", key=key)
     return APIConnectionError(f"connection failed ({name}): {detail}", key=key)
+
+
+def _first_message(exc: BaseException) -> str:
+    """The first non-empty message down the cause chain (asyncio's ReadError has none)."""
+    cause: BaseException | None = exc
+    for _ in range(_MAX_CAUSES):
+        if cause is None:
+            break
+        if str(cause):
+            return str(cause)
+        cause = cause.__cause__ or cause.__context__
+    return ""
 
 
 class HttpxTransport:

@@ -30,7 +30,18 @@ IN_PROCESS_URL = "https://wishub.fake/v1"
 CUT_BODY = b'{"object": "list", "data": [{"id": "4bd1'
 """What a ``drop_mid_body`` reply sends before the connection dies."""
 
-Shape = Literal["error", "flat", "html", "empty", "drop", "drop_mid_body"]
+Shape = Literal[
+    "error",
+    "flat",
+    "html",
+    "empty",
+    "drop",
+    "drop_mid_body",
+    "reset",
+    "reset_after_headers",
+    "truncated",
+    "slow_body",
+]
 """How a scripted failure answers:
 
 - ``"error"``: ``{"error": {"code": "500001", "type": ..., "message": ...}}``;
@@ -40,7 +51,15 @@ Shape = Literal["error", "flat", "html", "empty", "drop", "drop_mid_body"]
 - ``"empty"``: no body at all;
 - ``"drop"``: the connection closes before any response;
 - ``"drop_mid_body"``: a 200 whose body is cut off halfway.
+- ``"reset"``: the connection is reset (TCP RST) before any response;
+- ``"reset_after_headers"``: a 200's headers arrive, then the connection is reset;
+- ``"truncated"``: a complete 200 (right ``Content-Length``) whose JSON stops halfway;
+- ``"slow_body"``: a 200 model list whose second half comes ``latency`` seconds
+  after the first (the latency is spent mid-body, not before the headers).
 """
+
+Drop = Literal["drop", "drop_mid_body", "reset", "reset_after_headers"]
+"""How the connection dies instead of carrying a whole reply."""
 
 _KNOWN: dict[str, tuple[int, int | None, str]] = {
     "INCORRECT_API_KEY_PROVIDED": (401, 500004, "AppKey不正确,请使用正确的AppKey"),
@@ -83,19 +102,27 @@ class Failure:
             headers["retry-after"] = self.retry_after
         if self.body is not None:
             return Reply(status, headers, self.body)
-        if self.shape == "html":
-            return Reply(status, {**headers, "content-type": "text/html"}, _HTML.encode())
-        if self.shape == "empty":
-            return Reply(status, {**headers, "content-type": "text/plain"}, b"")
-        if self.shape in {"drop", "drop_mid_body"}:
-            return Reply(
-                200 if self.shape == "drop_mid_body" else status, headers, b"", drop=self.shape
-            )
+        if self.shape not in {"error", "flat"}:
+            return self._broken_reply(status, headers)
         inner = {"code": None if code is None else str(code), "type": self.type, "message": message}
         envelope: dict[str, Any] = {"error": inner}
         if self.shape == "flat":
             envelope = {"code": code, "detail": message, "message": self.type, **envelope}
         return Reply(status, headers, _dumps(envelope))
+
+    def _broken_reply(self, status: int, headers: dict[str, str]) -> Reply:
+        """The reply of a shape without an error envelope: a bad body or a bad connection."""
+        if self.shape == "html":
+            return Reply(status, {**headers, "content-type": "text/html"}, _HTML.encode())
+        if self.shape == "empty":
+            return Reply(status, {**headers, "content-type": "text/plain"}, b"")
+        if self.shape in {"drop", "reset"}:
+            return Reply(status, headers, b"", drop=self.shape)
+        if self.shape in {"drop_mid_body", "reset_after_headers"}:
+            return Reply(200, headers, b"", drop=self.shape)
+        if self.shape == "truncated":
+            return Reply(200, headers, CUT_BODY)
+        return Reply(200, headers, _slow(_dumps(_model_list(DEFAULT_MODELS)), self.latency))
 
 
 @attrs.define
@@ -105,7 +132,7 @@ class Reply:
     status: int
     headers: dict[str, str]
     body: bytes | AsyncIterator[bytes]
-    drop: Literal["drop", "drop_mid_body"] | None = None
+    drop: Drop | None = None
 
 
 @attrs.frozen
@@ -257,7 +284,7 @@ class FakeWishub(httpx.AsyncBaseTransport):
             await anyio.sleep(self.latency)
         scripted = self._next_failure(key)
         if scripted is not None:
-            if scripted.latency:
+            if scripted.latency and scripted.shape != "slow_body":
                 await anyio.sleep(scripted.latency)
             return scripted.reply()
         if key is None or not (self.accept_any_key or key in self.keys):
@@ -296,9 +323,14 @@ class FakeWishub(httpx.AsyncBaseTransport):
             raise httpx.RemoteProtocolError(
                 "Server disconnected without sending a response.", request=request
             )
-        if reply.drop == "drop_mid_body":
+        if reply.drop == "reset":
+            raise httpx.ReadError("[Errno 104] Connection reset by peer", request=request)
+        if reply.drop is not None:
             return httpx.Response(
-                reply.status, headers=reply.headers, stream=_CutStream(request), request=request
+                reply.status,
+                headers=reply.headers,
+                stream=_CutStream(request, reset=reply.drop == "reset_after_headers"),
+                request=request,
             )
         if isinstance(reply.body, bytes):
             return httpx.Response(
@@ -309,14 +341,23 @@ class FakeWishub(httpx.AsyncBaseTransport):
         )
 
 
+def _model_list(models: Iterable[str]) -> dict[str, Any]:
+    data = [{"id": model, "object": "model", "created": "", "owned_by": ""} for model in models]
+    return {"object": "list", "data": data}
+
+
 async def _list_models(fake: FakeWishub, key: str, _: Any) -> Reply:
-    data = [
-        {"id": model, "object": "model", "created": "", "owned_by": ""}
-        for model in fake.models_of(key)
-    ]
     return Reply(
-        200, {"content-type": "application/json"}, _dumps({"object": "list", "data": data})
+        200, {"content-type": "application/json"}, _dumps(_model_list(fake.models_of(key)))
     )
+
+
+async def _slow(body: bytes, pause: float) -> AsyncIterator[bytes]:
+    """``body`` in two halves, ``pause`` seconds apart."""
+    half = len(body) // 2
+    yield body[:half]
+    await anyio.sleep(pause)
+    yield body[half:]
 
 
 FakeWishub.routes[("GET", "/models")] = _list_models
@@ -341,10 +382,13 @@ class _ChunkStream(httpx.AsyncByteStream):
 
 
 class _CutStream(httpx.AsyncByteStream):
-    def __init__(self, request: httpx.Request) -> None:
+    def __init__(self, request: httpx.Request, *, reset: bool) -> None:
         self._request = request
+        self._reset = reset
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        if self._reset:
+            raise httpx.ReadError("[Errno 104] Connection reset by peer", request=self._request)
         yield CUT_BODY
         raise httpx.RemoteProtocolError(
             "peer closed connection without sending complete message body",

@@ -1,11 +1,13 @@
 """A small HTTP/1.1 server on loopback that puts a ``FakeWishub`` on a real socket.
 
 It speaks just enough HTTP/1.1 for clients: keep-alive, ``Content-Length`` request
-bodies, ``Content-Length`` or chunked replies, and real connection drops.
+bodies, ``Content-Length`` or chunked replies, and real connection drops and resets.
 """
 
 from __future__ import annotations
 
+import socket
+import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from http import HTTPStatus
@@ -54,6 +56,9 @@ async def _connection(fake: FakeWishub, stream: anyio.abc.SocketStream) -> None:
         reply = await fake.answer(method, target.split("?")[0], headers, body)
         if reply.drop == "drop":
             return
+        if reply.drop == "reset":
+            _reset(stream)
+            return
         try:
             if not await _send(stream, reply):
                 return
@@ -92,9 +97,12 @@ async def _send(stream: anyio.abc.SocketStream, reply: Reply) -> bool:
         reason = ""
     head = [f"HTTP/1.1 {reply.status} {reason}"]
     head += [f"{name}: {value}" for name, value in reply.headers.items()]
-    if reply.drop == "drop_mid_body":
+    if reply.drop in {"drop_mid_body", "reset_after_headers"}:
+        cut = CUT_BODY if reply.drop == "drop_mid_body" else b""
         head.append(f"content-length: {len(CUT_BODY) * 4}")
-        await stream.send(("\r\n".join(head) + "\r\n\r\n").encode() + CUT_BODY)
+        await stream.send(("\r\n".join(head) + "\r\n\r\n").encode() + cut)
+        if reply.drop == "reset_after_headers":
+            _reset(stream)
         return False
     if isinstance(reply.body, bytes):
         head.append(f"content-length: {len(reply.body)}")
@@ -113,3 +121,9 @@ async def _send(stream: anyio.abc.SocketStream, reply: Reply) -> bool:
                 await closer()
     await stream.send(b"0\r\n\r\n")
     return True
+
+
+def _reset(stream: anyio.abc.SocketStream) -> None:
+    """Make the coming close a TCP reset (RST) instead of an orderly FIN."""
+    raw = stream.extra(anyio.abc.SocketAttribute.raw_socket)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
