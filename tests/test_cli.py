@@ -431,3 +431,21 @@ def test_an_interrupt_exits_130(
 
     monkeypatch.setattr(anyio, "run", interrupted)
     assert run(capsys, "models", "--demo")[0] == 130
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["models", WRONG],
+        [WRONG],
+        ["chat", "--max-tokens", WRONG, "hi"],
+    ],
+    ids=["stray-argument", "as-command", "as-option-value"],
+)
+def test_usage_errors_never_echo_a_key(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(argv)
+    err = capsys.readouterr().err
+    assert caught.value.code == 2
+    assert WRONG not in err
+    assert "…" + WRONG[-4:] in err

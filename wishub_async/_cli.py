@@ -11,14 +11,14 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 import anyio
 
 from ._cli_support import Progress, error_summary, labelled_keys, read_keys_file, table
 from ._client import AsyncWishub
 from ._fanout import Outcome, OutcomeList
-from ._keys import KeyStatus
+from ._keys import KeyStatus, redact
 from .exceptions import ConfigurationError, WishubError
 from .models import ChatCompletion, ModelList
 
@@ -58,8 +58,30 @@ _COMMANDS = {
 }
 
 
-def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error never echoes what could be a key.
+
+    ``wishub models 0123…cdef`` (a key without ``--app-key``) would otherwise print the
+    key back in "unrecognized arguments: …". Long arguments are shown redacted.
+    """
+
+    def __init__(self, *args: Any, argv: Sequence[str] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.argv = argv
+
+    def error(self, message: str) -> NoReturn:
+        for word in sorted(set(self.argv), key=len, reverse=True):
+            if len(word) >= _SHOWN_ARGUMENT and not word.startswith("-"):
+                message = message.replace(word, redact(word))
+        super().error(message)
+
+
+_SHOWN_ARGUMENT = 12
+"""Arguments this long or longer are redacted in usage errors (keys are 32)."""
+
+
+def _parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    common = _Parser(add_help=False)
     common.add_argument(
         "--app-key",
         action="append",
@@ -77,7 +99,8 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="read AppKeys from a file: KEY or LABEL=KEY per line, # comments; - for stdin",
     )
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
+        argv=argv,
         prog="wishub",
         description="Command line for the wishub model API.",
         epilog=_EXAMPLES,
@@ -85,7 +108,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, summary in _COMMANDS.items():
-        commands.add_parser(
+        command = commands.add_parser(
             name,
             parents=[common],
             help=summary,
@@ -93,6 +116,7 @@ def _parser() -> argparse.ArgumentParser:
             epilog=_EXAMPLES,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
+        command.argv = argv
     models = commands.choices["models"]
     models.add_argument(
         "--progress",
@@ -114,7 +138,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code (the console script exits with it)."""
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = _parser(argv).parse_args(argv)
     command = _chat if args.command == "chat" else _models
     try:
         return anyio.run(command, args, sys.stdout, sys.stderr)
