@@ -37,7 +37,7 @@ CLIENT_ORDER = [
     "wishub-httpx",
     "wishub-aiohttp",
     "raw-httpx",
-    "raw-httpx-pool100",
+    "raw-httpx-keep100",
     "raw-aiohttp",
     "openai",
 ]
@@ -45,7 +45,7 @@ LABELS = {
     "wishub-httpx": "wishub_async (httpx, default)",
     "wishub-aiohttp": "wishub_async (aiohttp)",
     "raw-httpx": "raw httpx GET + json",
-    "raw-httpx-pool100": "raw httpx, wishub's pool limits",
+    "raw-httpx-keep100": "raw httpx, 100 kept alive",
     "raw-aiohttp": "raw aiohttp GET + json",
     "openai": "OpenAI SDK models.list()",
 }
@@ -53,7 +53,7 @@ SHORT = {
     "wishub-httpx": "wishub\nhttpx\n(default)",
     "wishub-aiohttp": "wishub\naiohttp",
     "raw-httpx": "raw\nhttpx",
-    "raw-httpx-pool100": "raw httpx,\nwishub's\npool limits",
+    "raw-httpx-keep100": "raw httpx,\n100 kept\nalive",
     "raw-aiohttp": "raw\naiohttp",
     "openai": "OpenAI\nSDK",
 }
@@ -62,7 +62,7 @@ RATIOS = [
     ("wishub aiohttp / OpenAI SDK", "wishub-aiohttp", "openai", 6.0),
     ("wishub aiohttp / raw aiohttp", "wishub-aiohttp", "raw-aiohttp", 0.6),
     ("wishub default / raw httpx", "wishub-httpx", "raw-httpx", 0.95),
-    ("wishub default / raw httpx, same pool limits", "wishub-httpx", "raw-httpx-pool100", None),
+    ("wishub default / raw httpx, 100 kept alive", "wishub-httpx", "raw-httpx-keep100", None),
     ("raw aiohttp / raw httpx", "raw-aiohttp", "raw-httpx", None),
     ("OpenAI SDK / raw httpx", "openai", "raw-httpx", None),
 ]

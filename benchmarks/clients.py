@@ -3,7 +3,8 @@
 The job is the same for every client: ``GET /v1/models`` on the loopback server, the
 reply parsed into objects (the SDKs) or into JSON (the raw libraries). Every client
 runs with its library's default options (pool sizes included), except
-``raw-httpx-pool100``, which has wishub_async's own httpx pool limits. ``load`` is not
+``raw-httpx-keep100``, which keeps 100 connections alive: it shows what httpcore's pool
+costs when it keeps many (why wishub_async keeps 20 on httpx). ``load`` is not
 a client under test: it is a minimal raw-socket load generator that shows how much the
 server itself can sustain. Prints one JSON line: ``{"rps": ..., "requests": ...}``.
 
@@ -83,8 +84,8 @@ async def raw_httpx(base_url: str, concurrency: int) -> AsyncIterator[Job]:
 
 
 @asynccontextmanager
-async def raw_httpx_pool100(base_url: str, concurrency: int) -> AsyncIterator[Job]:
-    """``httpx.AsyncClient`` with wishub_async's own pool limits (100 kept alive)."""
+async def raw_httpx_keep100(base_url: str, concurrency: int) -> AsyncIterator[Job]:
+    """``httpx.AsyncClient`` keeping 100 connections alive (httpx's default keeps 20)."""
     del concurrency
     import httpx  # noqa: PLC0415
 
@@ -127,7 +128,7 @@ CLIENTS: dict[str, Callable[[str, int], AbstractAsyncContextManager[Job]]] = {
     "wishub-httpx": wishub_httpx,
     "wishub-aiohttp": wishub_aiohttp,
     "raw-httpx": raw_httpx,
-    "raw-httpx-pool100": raw_httpx_pool100,
+    "raw-httpx-keep100": raw_httpx_keep100,
     "raw-aiohttp": raw_aiohttp,
     "openai": openai_sdk,
 }

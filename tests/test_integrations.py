@@ -1,4 +1,4 @@
-"""wishub_async.integrations: FastAPI lifespan and dependency, aiohttp cleanup_ctx."""
+"""wishub_async.integrations: FastAPI, aiohttp, OpenTelemetry."""
 
 from __future__ import annotations
 
@@ -28,7 +28,8 @@ def test_importing_the_package_imports_no_framework() -> None:
             "-c",
             (
                 "import sys, wishub_async, wishub_async.integrations, wishub_async.testing;"
-                "print(sorted({'fastapi', 'starlette', 'aiohttp'} & set(sys.modules)))"
+                "frameworks = {'fastapi', 'starlette', 'aiohttp', 'opentelemetry'};"
+                "print(sorted(frameworks & set(sys.modules)))"
             ),
         ],
         capture_output=True,
@@ -109,3 +110,42 @@ async def test_aiohttp_without_the_cleanup_ctx_fails_clearly() -> None:
     async with TestClient(TestServer(app)) as http:
         assert (await http.get("/")).status == 500
     assert "wishub_cleanup_ctx" in str(seen[0])
+
+
+async def test_opentelemetry_spans_one_per_call_without_keys(backend: str) -> None:
+    from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: PLC0415
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: PLC0415
+        InMemorySpanExporter,
+    )
+    from opentelemetry.trace import SpanKind, StatusCode  # noqa: PLC0415
+
+    from wishub_async.exceptions import AuthenticationError  # noqa: PLC0415
+    from wishub_async.integrations.opentelemetry import tracing_middleware  # noqa: PLC0415
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    fake = FakeWishub([K1])
+    fake.fail(K1, times=1)
+    traced = tracing_middleware(provider.get_tracer("test"))
+    async with fake.client(app_keys={"a": K1, "b": K2}, middleware=[traced]) as wh:
+        await wh.with_key("a").models.list()
+        with pytest.raises(AuthenticationError):
+            await wh.with_key("b").models.list()
+    ok, failed = exporter.get_finished_spans()
+    assert (ok.name, ok.kind) == ("wishub GET /models", SpanKind.CLIENT)
+    assert dict(ok.attributes or {}) == {
+        "http.request.method": "GET",
+        "url.path": "/models",
+        "http.response.status_code": 200,
+        "wishub.key": "a",
+        "wishub.attempts": 2,
+    }
+    assert failed.status.status_code is StatusCode.ERROR
+    assert (failed.attributes or {})["error.type"] == "INCORRECT_API_KEY_PROVIDED"
+    assert (failed.attributes or {})["http.response.status_code"] == 401
+    assert (failed.attributes or {})["wishub.key"] == "b"
+    everything = repr([(span.attributes, span.events, span.status) for span in (ok, failed)])
+    assert K1 not in everything
+    assert K2 not in everything

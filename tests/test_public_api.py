@@ -64,6 +64,8 @@ def test_the_integrations_export_their_helpers() -> None:
     aiohttp = importlib.import_module("wishub_async.integrations.aiohttp")
     assert {"WishubDep", "attach_wishub", "get_wishub", "wishub_lifespan"} <= set(fastapi.__all__)
     assert {"WISHUB_CLIENT", "get_wishub", "wishub_cleanup_ctx"} <= set(aiohttp.__all__)
+    otel = importlib.import_module("wishub_async.integrations.opentelemetry")
+    assert otel.__all__ == ["tracing_middleware"]
 
 
 def test_the_package_is_typed_and_versioned() -> None:

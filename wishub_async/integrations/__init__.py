@@ -4,6 +4,8 @@
   (needs the ``wishub-async[fastapi]`` extra).
 - ``wishub_async.integrations.aiohttp``: a ``cleanup_ctx`` and a getter
   (needs the ``wishub-async[aiohttp]`` extra).
+- ``wishub_async.integrations.opentelemetry``: a span per call, as middleware
+  (needs the ``wishub-async[opentelemetry]`` extra).
 
 Importing ``wishub_async`` never imports a framework: only these modules do.
 """
