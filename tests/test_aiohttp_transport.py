@@ -15,7 +15,7 @@ import trio
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from wishub_async import AsyncWishub, RetryPolicy
+from wishub_async import AsyncWishub, Response, RetryPolicy
 from wishub_async._aiohttp import AiohttpTransport, client_timeout, translate_aiohttp_error
 from wishub_async.exceptions import (
     APIConnectionError,
@@ -41,6 +41,27 @@ BAD_KEY_BODY = {
     "error": {"code": "500004", "type": "INCORRECT_API_KEY_PROVIDED", "message": "AppKey不正确"}
 }
 ONE_TRY = RetryPolicy(attempts=1)
+
+
+async def send(
+    transport: AiohttpTransport,
+    method: str,
+    url: str,
+    *,
+    headers: dict[str, str] | None = None,
+    content: bytes | None = None,
+    stream: bool = False,
+) -> Response:
+    """One request through the transport, with a 5 s timeout and the label key-0."""
+    return await transport.send(
+        method,
+        url,
+        headers or {},
+        content,
+        timeout=httpx.Timeout(5.0),
+        stream=stream,
+        key="key-0",
+    )
 
 
 class Fake:
@@ -139,14 +160,11 @@ async def test_response_headers_are_case_insensitive(fake: tuple[Fake, str]) -> 
     _, root = fake
     transport = AiohttpTransport(max_connections=2)
     try:
-        response = await transport.send(
+        response = await send(
+            transport,
             "GET",
             f"{root}/ok/v1/models",
-            {"authorization": f"Bearer {FAKE_KEY}"},
-            None,
-            timeout=httpx.Timeout(5.0),
-            stream=False,
-            key="key-0",
+            headers={"authorization": f"Bearer {FAKE_KEY}"},
         )
     finally:
         await transport.aclose()
@@ -239,27 +257,20 @@ async def test_streaming_yields_chunks_and_releases(fake: tuple[Fake, str]) -> N
     _, root = fake
     transport = AiohttpTransport(max_connections=1)
     try:
-        response = await transport.send(
+        response = await send(
+            transport,
             "POST",
             f"{root}/ok/v1/chat/completions",
-            {"content-type": "application/json"},
-            b"{}",
-            timeout=httpx.Timeout(5.0),
+            headers={"content-type": "application/json"},
+            content=b"{}",
             stream=True,
-            key="key-0",
         )
         body = b"".join([chunk async for chunk in response.aiter_bytes()])
         await response.aclose()
         await response.aclose()
         # The one pooled connection came back: a second request can use it.
-        again = await transport.send(
-            "POST",
-            f"{root}/ok/v1/chat/completions",
-            {},
-            b"{}",
-            timeout=httpx.Timeout(5.0),
-            stream=True,
-            key="key-0",
+        again = await send(
+            transport, "POST", f"{root}/ok/v1/chat/completions", content=b"{}", stream=True
         )
         assert (await again.aread()).startswith(b"data:one")
     finally:
@@ -273,14 +284,8 @@ async def test_stream_closed_early_frees_the_pool(fake: tuple[Fake, str]) -> Non
     transport = AiohttpTransport(max_connections=1)
     try:
         for _ in range(3):
-            response = await transport.send(
-                "POST",
-                f"{root}/ok/v1/chat/completions",
-                {},
-                b"{}",
-                timeout=httpx.Timeout(5.0),
-                stream=True,
-                key="key-0",
+            response = await send(
+                transport, "POST", f"{root}/ok/v1/chat/completions", content=b"{}", stream=True
             )
             await response.aclose()
     finally:
@@ -292,14 +297,8 @@ async def test_stream_dropped_midway_is_a_connection_error(fake: tuple[Fake, str
     _, root = fake
     transport = AiohttpTransport(max_connections=1)
     try:
-        response = await transport.send(
-            "POST",
-            f"{root}/drop/v1/chat/completions",
-            {},
-            b"{}",
-            timeout=httpx.Timeout(5.0),
-            stream=True,
-            key="key-0",
+        response = await send(
+            transport, "POST", f"{root}/drop/v1/chat/completions", content=b"{}", stream=True
         )
         with pytest.raises(APIConnectionError) as caught:
             await response.aread()
@@ -315,27 +314,10 @@ async def test_a_pool_is_bound_to_its_first_loop(fake: tuple[Fake, str]) -> None
     transport = AiohttpTransport(max_connections=1)
     other = asyncio.new_event_loop()
     try:
-        send = transport.send(
-            "GET",
-            f"{root}/ok/v1/models",
-            {},
-            None,
-            timeout=httpx.Timeout(5.0),
-            stream=False,
-            key="key-0",
-        )
-        assert (await send).status_code == 200
+        assert (await send(transport, "GET", f"{root}/ok/v1/models")).status_code == 200
         first, transport._loop = transport._loop, other
         with pytest.raises(ConfigurationError, match="event loop"):
-            await transport.send(
-                "GET",
-                f"{root}/ok/v1/models",
-                {},
-                None,
-                timeout=httpx.Timeout(5.0),
-                stream=False,
-                key="key-0",
-            )
+            await send(transport, "GET", f"{root}/ok/v1/models")
         transport._loop = first
     finally:
         other.close()
