@@ -321,3 +321,20 @@ async def test_requests_the_server_rejects_do_not_cool_a_key(backend: str) -> No
                 await wh.models.list()
         status = wh.key_status()[0]
     assert (status.state, status.failures) == (KeyState.HEALTHY, 5)
+
+
+async def test_with_many_keys_the_choice_stays_even_and_skips_bad_keys(backend: str) -> None:
+    hundred = keys(100)
+    wrong = keys(20)
+    fake = FakeWishub(hundred)
+    async with fake.client(app_keys=hundred + wrong) as wh:
+        outcomes = await wh.map(list_for_item, range(3000))
+        states = Counter(status.state for status in wh.key_status())
+    assert all(outcome.ok for outcome in outcomes)
+    per_key = Counter(request.key for request in fake.requests if request.key in hundred)
+    assert sum(per_key.values()) == 3000
+    assert max(per_key.values()) <= 2 * 3000 / 100
+    assert states[KeyState.QUARANTINED] == 20
+    # Calls already on their way to a wrong key when it was found out may also meet it.
+    assert all(fake.count(key) >= 1 for key in wrong)
+    assert sum(fake.count(key) for key in wrong) <= 2 * len(wrong)
