@@ -278,3 +278,17 @@ def test_errors_pickle_with_their_fields() -> None:
 
 def test_the_default_policy_uses_the_default_table() -> None:
     assert RetryPolicy().error_table is DEFAULT_ERROR_TABLE
+
+
+def test_a_redirect_names_where_it_pointed() -> None:
+    error = api_error(
+        301,
+        {"location": "https://elsewhere.example/v1/models"},
+        b"",
+        key=None,
+        table=DEFAULT_ERROR_TABLE,
+    )
+    assert type(error) is APIError
+    assert error.message == (
+        "redirect to https://elsewhere.example/v1/models not followed; check base_url"
+    )

@@ -225,6 +225,9 @@ def api_error(
         )
     else:
         error_type, code, message, param = fields
+    if 300 <= status_code < 400 and "location" in headers:  # noqa: PLR2004 - redirects
+        # We never follow redirects (the key must not travel to another host).
+        message = f"redirect to {excerpt(headers['location'])} not followed; check base_url"
     return error_for(
         table.rule_for(error_type, status_code).exception,
         message,
