@@ -449,3 +449,19 @@ def test_usage_errors_never_echo_a_key(capsys: pytest.CaptureFixture[str], argv:
     assert caught.value.code == 2
     assert WRONG not in err
     assert "…" + WRONG[-4:] in err
+
+
+def test_a_closed_stdout_ends_quietly() -> None:
+    keys = "".join(f"{n:032x}\n" for n in range(400))  # JSON far beyond a pipe's buffer
+    done = subprocess.run(  # noqa: S602 - a pipeline is the point
+        f"{sys.executable} -m wishub_async models --demo --keys-file - --json | head -c 1",
+        input=keys,
+        shell=True,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert done.stdout == "["
+    assert "Traceback" not in done.stderr
+    assert "BrokenPipeError" not in done.stderr

@@ -24,7 +24,7 @@ from .models import ChatCompletion, ModelList
 
 __all__ = ["main"]
 
-EXIT_OK, EXIT_API_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_API_ERROR, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_PIPE_CLOSED = 0, 1, 2, 130, 141
 DEMO_KEY = "0123456789abcdef0123456789abcdef"  # the built-in fake's key; not a real one
 DEMO_MODEL = "4bd107bff85941239e27b1509eccfe98"  # the first of the fake's models
 
@@ -47,6 +47,7 @@ exit codes:
   1    the API or the network failed for at least one key
   2    usage or configuration error (bad option, no key, unreadable keys file)
   130  interrupted
+  141  stdout closed early (piped into head, say)
 """
 PROGRESS_MIN_KEYS = 10
 """With this many keys or more, a progress bar shows on stderr (if it is a terminal)."""
@@ -148,6 +149,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # stdout was closed early (`wishub models --json | head`): stop quietly, and
+        # keep Python from complaining again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_PIPE_CLOSED
 
 
 def _client(args: argparse.Namespace) -> AsyncWishub:
