@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import json
 import time
 from typing import Any
 
@@ -292,3 +293,49 @@ def test_a_redirect_names_where_it_pointed() -> None:
     assert error.message == (
         "redirect to https://elsewhere.example/v1/models not followed; check base_url"
     )
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "cls"),
+    [
+        # What OpenAI-compatible servers send: a broad type, the real error in `code`.
+        (401, {"type": "invalid_request_error", "code": "invalid_api_key"}, AuthenticationError),
+        (404, {"type": "invalid_request_error", "code": "model_not_found"}, NotFoundError),
+        (429, {"type": "requests", "code": "rate_limit_exceeded"}, RateLimitError),
+        (429, {"type": "insufficient_quota", "code": "insufficient_quota"}, QuotaExceededError),
+        (401, {"type": "invalid_request_error", "code": None}, AuthenticationError),
+        (400, {"type": "invalid_request_error", "code": None}, BadRequestError),
+        (418, {"type": "invalid_request_error"}, BadRequestError),
+        (
+            400,
+            {"type": "invalid_request_error", "code": "context_length_exceeded"},
+            BadRequestError,
+        ),
+    ],
+)
+def test_openai_shaped_errors_are_classified_by_code_then_status(
+    status: int, error: dict[str, Any], cls: type[APIError]
+) -> None:
+    raw = json.dumps({"error": {"message": "m", "param": None, **error}}).encode()
+    built = api_error(status, {}, raw, key=None, table=DEFAULT_ERROR_TABLE)
+    assert type(built) is cls
+    assert built.rule is DEFAULT_ERROR_TABLE.rule_for(error["type"], status, error.get("code"))
+    assert built.type == error["type"]
+
+
+@respx.mock(base_url=BASE)
+async def test_an_openai_style_401_quarantines_the_key(respx_mock: respx.MockRouter) -> None:
+    body = {
+        "error": {
+            "message": "Incorrect API key provided",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "invalid_api_key",
+        }
+    }
+    route = respx_mock.get("/models").respond(401, json=body)
+    async with AsyncWishub(app_key=K1, base_url=BASE) as wh:
+        with pytest.raises(AuthenticationError):
+            await wh.models.list()
+        assert wh.key_status()[0].state is KeyState.QUARANTINED
+    assert route.call_count == 1

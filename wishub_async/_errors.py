@@ -110,6 +110,10 @@ class ErrorTable:
 
     types: Mapping[str, ErrorRule] = attrs.field(converter=_readonly)
     statuses: Mapping[int, ErrorRule] = attrs.field(converter=_readonly)
+    broad_types: frozenset[str] = frozenset({"invalid_request_error"})
+    """Types too broad to beat a status with its own row: OpenAI-style servers send
+    ``invalid_request_error`` with 401, 404 and 429 too, naming the real error in
+    ``code`` (``invalid_api_key``, ``model_not_found``...)."""
 
     def with_types(self, rules: Mapping[str, ErrorRule]) -> ErrorTable:
         """Return a table where ``rules`` add to (or override) the type rows."""
@@ -119,16 +123,28 @@ class ErrorTable:
         """Return a table where ``rules`` add to (or override) the status rows."""
         return attrs.evolve(self, statuses={**self.statuses, **rules})
 
-    def rule_for(self, error_type: str | None, status_code: int) -> ErrorRule:
-        """The rule for an error: by type, else by status, else by status family."""
-        if error_type:
-            rule = self.types.get(error_type) or self.types.get(error_type.lower())
-            if rule is not None:
+    def rule_for(
+        self, error_type: str | None, status_code: int, code: str | None = None
+    ) -> ErrorRule:
+        """The rule for an error.
+
+        In order: a textual ``code`` in the table (OpenAI's ``invalid_api_key``), the
+        ``type`` (unless it is one of ``broad_types`` and the status has a row), the
+        status, then the status family (5xx: server error; else a plain ``APIError``).
+        """
+        by_status = self.statuses.get(status_code)
+        for name in (code, error_type):
+            rule = self._by_name(name)
+            if rule is not None and not (name in self.broad_types and by_status is not None):
                 return rule
-        rule = self.statuses.get(status_code)
-        if rule is not None:
-            return rule
+        if by_status is not None:
+            return by_status
         return _SERVER if status_code >= 500 else _OTHER  # noqa: PLR2004 - the 5xx family
+
+    def _by_name(self, name: str | None) -> ErrorRule | None:
+        if not name:
+            return None
+        return self.types.get(name) or self.types.get(name.lower())
 
 
 DEFAULT_ERROR_TABLE = ErrorTable(
@@ -216,7 +232,7 @@ def api_error(
     fields = _envelope(body) if body is not None else None
     if fields is None:
         body = content.decode("utf-8", "replace")
-        error_type, code, param = None, None, None
+        error_type, code, param, code_name = None, None, None, None
         kind = headers.get("content-type", "unknown content type").split(";")[0]
         message = (
             f"empty error body ({kind})"
@@ -224,12 +240,13 @@ def api_error(
             else f"non-JSON error body ({kind}): {excerpt(body)}"
         )
     else:
-        error_type, code, message, param = fields
+        error_type, code, message, param, code_name = fields
     if 300 <= status_code < 400 and "location" in headers:  # noqa: PLR2004 - redirects
         # We never follow redirects (the key must not travel to another host).
         message = f"redirect to {excerpt(headers['location'])} not followed; check base_url"
+    rule = table.rule_for(error_type, status_code, code_name)
     return error_for(
-        table.rule_for(error_type, status_code).exception,
+        rule,
         message,
         status_code=status_code,
         type=error_type,
@@ -242,17 +259,18 @@ def api_error(
     )
 
 
-def error_for(cls: type[APIError], message: str, **fields: Any) -> APIError:
-    """Instantiate ``cls`` with its retry-relevant header facts attached."""
+def error_for(rule: ErrorRule, message: str, **fields: Any) -> APIError:
+    """The rule's exception, with the rule and its retry-relevant header facts attached."""
     headers: Mapping[str, str] = fields.pop("headers", {})
-    error = cls(message, retry_after=parse_retry_after(headers), **fields)
+    error = rule.exception(message, retry_after=parse_retry_after(headers), **fields)
+    error.rule = rule
     should = headers.get("x-should-retry")
     error.should_retry = None if should is None else should.strip().lower() == "true"
     return error
 
 
-def _envelope(body: Any) -> tuple[str | None, int | None, str, str | None] | None:
-    """(type, code, message, param) from either platform envelope, or None if absent."""
+def _envelope(body: Any) -> tuple[str | None, int | None, str, str | None, str | None] | None:
+    """(type, code, message, param, textual code) from an envelope, or None if absent."""
     if not isinstance(body, dict):
         return None
     error = body.get("error")
@@ -272,7 +290,10 @@ def _envelope(body: Any) -> tuple[str | None, int | None, str, str | None] | Non
     code = _code(inner.get("code"))
     if code is None:
         code = _code(body.get("code"))
-    return error_type, code, message, _text(inner.get("param")) or _text(body.get("param"))
+    raw = inner.get("code")
+    code_name = raw if isinstance(raw, str) and code is None and raw else None
+    param = _text(inner.get("param")) or _text(body.get("param"))
+    return error_type, code, message, param, code_name
 
 
 def _text(value: Any) -> str | None:

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 import anyio
 import attrs
 
-from ._errors import DEFAULT_ERROR_TABLE, ErrorTable, KeyEffect
+from ._errors import DEFAULT_ERROR_TABLE, ErrorRule, ErrorTable, KeyEffect
 from ._events import Hooks, KeyStateChanged, RequestEnded, RetryScheduled, emit
 from ._keys import AppKey, KeyRing, KeyState, MustWait
 from ._transport import Request, Response
@@ -97,10 +97,16 @@ class RetryPolicy:
         base = min(self.max_wait, self.initial_wait * 2.0 ** (retry - 1))
         return base * (1 - self.jitter * random.random())  # noqa: S311 - jitter, not crypto
 
+    def rule(self, error: APIError) -> ErrorRule:
+        """The error-table row for ``error``: the one that classified it, else a lookup."""
+        if error.rule is not None:
+            return error.rule
+        return self.error_table.rule_for(error.type, error.status_code)
+
     def decide(self, error: APIError | APIConnectionError, retry: int) -> float | None:
         """The stamina-style hook: None for "do not retry", else seconds to wait first."""
         if isinstance(error, APIError):
-            allowed = self.error_table.rule_for(error.type, error.status_code).retry
+            allowed = self.rule(error).retry
             if error.should_retry is not None:
                 allowed = error.should_retry
             if not allowed:
@@ -410,14 +416,14 @@ class _Call:
 
 def _effect(error: APIError | APIConnectionError, policy: RetryPolicy) -> KeyEffect:
     if isinstance(error, APIError):
-        return policy.error_table.rule_for(error.type, error.status_code).key_effect
+        return policy.rule(error).key_effect
     return KeyEffect.NONE
 
 
 def _is_transient(error: APIError | APIConnectionError, policy: RetryPolicy) -> bool:
     """Whether the error is the platform's or the network's (retryable), not the caller's."""
     if isinstance(error, APIError):
-        return policy.error_table.rule_for(error.type, error.status_code).retry
+        return policy.rule(error).retry
     return True
 
 

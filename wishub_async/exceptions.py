@@ -8,7 +8,10 @@ AppKey: ``key`` is the key's label or its redacted id (``…`` plus 4 characters
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._errors import ErrorRule
 
 __all__ = [
     "APIConnectionError",
@@ -69,9 +72,11 @@ class APIError(WishubError):
         key: the label (or redacted id) of the AppKey that was used.
         retry_after: seconds the server asked us to wait, when it said so.
         should_retry: the server's ``x-should-retry`` header as a bool, when sent.
+        rule: the row of the error table that classified it (None if built by hand).
     """
 
     should_retry: bool | None = None
+    rule: ErrorRule | None = None
 
     def __init__(
         self,
