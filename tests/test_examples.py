@@ -89,7 +89,7 @@ async def test_fastapi_turns_platform_failures_into_json(
         assert K1 not in reply.text
 
 
-async def test_fastapi_a_wrong_key_is_a_bad_gateway_then_unavailable(fake: FakeWishub) -> None:
+async def test_fastapi_a_wrong_key_is_a_bad_gateway_and_not_sent_again(fake: FakeWishub) -> None:
     build, _ = factory(fake, app_keys={"prod": WRONG})
     async with asgi(fastapi_app.create_app(build)) as http:
         reply = await http.get("/models")
@@ -99,8 +99,8 @@ async def test_fastapi_a_wrong_key_is_a_bad_gateway_then_unavailable(fake: FakeW
         keys = (await http.get("/keys")).json()
         assert keys == [{"label": "prod", "key": "…" + WRONG[-4:], "state": "quarantined"}]
         again = await http.get("/models")  # the quarantined key is not tried again
-        assert again.status_code == 503
-        assert again.json()["error"]["class"] == "KeyUnavailableError"
+        assert again.status_code == 502
+        assert again.json()["error"]["class"] == "AuthenticationError"
     assert fake.count(WRONG) == 1
 
 
@@ -145,14 +145,14 @@ async def test_aiohttp_a_platform_failure_is_a_bad_gateway(fake: FakeWishub) -> 
     assert fake.count(K1) == 3  # the default policy's three attempts
 
 
-async def test_aiohttp_a_wrong_key_is_a_bad_gateway_then_unavailable(fake: FakeWishub) -> None:
+async def test_aiohttp_a_wrong_key_is_a_bad_gateway_and_not_sent_again(fake: FakeWishub) -> None:
     build, _ = factory(fake, app_keys={"prod": WRONG})
     async with served(aiohttp_app.create_app(build)) as client:
         reply = await client.get("/models")
         assert reply.status == 502
         assert WRONG not in await reply.text()
         again = await client.get("/models")
-        assert again.status == 503
+        assert again.status == 502
         keys = await (await client.get("/keys")).json()
         assert keys == [{"label": "prod", "key": "…" + WRONG[-4:], "state": "quarantined"}]
     assert fake.count(WRONG) == 1

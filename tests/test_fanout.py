@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
@@ -17,6 +18,7 @@ from wishub_async.exceptions import (
     AuthenticationError,
     ConfigurationError,
     KeyUnavailableError,
+    QuotaExceededError,
     RateLimitError,
 )
 from wishub_async.models import ModelList
@@ -144,21 +146,49 @@ async def test_when_every_key_is_wrong_each_item_says_why(backend: str) -> None:
     assert sum(fake.count(key) for key in bad) <= 10
 
 
-async def test_cooling_keys_beyond_the_deadline_fail_fast(backend: str) -> None:
+async def test_a_long_cooling_fails_fast_with_the_keys_last_error(backend: str) -> None:
     fake = FakeWishub([K1])
     fake.fail(K1, type="insufficient_quota", times=1)
-    policy = RetryPolicy(deadline=30)
-    async with fake.client(app_key=K1, retry=policy) as wh:
-        with pytest.raises(Exception) as first:  # noqa: PT011 - checked just below
+    async with fake.client(app_key=K1) as wh:
+        with pytest.raises(QuotaExceededError):
             await wh.models.list()
-        assert type(first.value).__name__ == "QuotaExceededError"
         status = wh.key_status()[0]
         assert status.state is KeyState.COOLING
         assert status.cooling_until is not None
         assert status.cooling_until > datetime.now(UTC) + timedelta(seconds=250)
-        with pytest.raises(KeyUnavailableError, match="outlasts the deadline"):
+        with pytest.raises(QuotaExceededError, match=r"not sent: key …\w+ is cooling for another"):
+            await wh.models.list()  # no silent 300 s sleep, and nothing sent
+    assert fake.count(K1) == 1
+
+
+async def test_a_short_cooling_past_the_deadline_fails_fast(backend: str) -> None:
+    fake = FakeWishub([K1])
+    fake.fail(K1, type="rate_limit_exceeded", retry_after="20", times=1)
+    async with fake.client(app_key=K1, retry=RetryPolicy(attempts=1, deadline=5)) as wh:
+        with pytest.raises(RateLimitError):
+            await wh.models.list()
+        with pytest.raises(RateLimitError, match="past the call's deadline"):
             await wh.models.list()
     assert fake.count(K1) == 1
+
+
+async def test_a_wrong_single_key_keeps_raising_authentication_errors(backend: str) -> None:
+    fake = FakeWishub([K1])
+    async with fake.client(app_key=WRONG) as wh:
+        with pytest.raises(AuthenticationError) as first:
+            await wh.models.list()
+        with pytest.raises(
+            AuthenticationError, match="not sent: key …dead is quarantined"
+        ) as again:
+            await wh.models.list()
+        assert wh.key_status()[0].state is KeyState.QUARANTINED
+    assert (again.value.status_code, again.value.type, again.value.code) == (
+        first.value.status_code,
+        first.value.type,
+        first.value.code,
+    )
+    assert again.value.__traceback__ is not first.value.__traceback__
+    assert fake.count(WRONG) == 1
 
 
 async def test_a_cooling_key_is_waited_for_without_a_deadline(backend: str) -> None:
@@ -338,3 +368,37 @@ async def test_with_many_keys_the_choice_stays_even_and_skips_bad_keys(backend: 
     # Calls already on their way to a wrong key when it was found out may also meet it.
     assert all(fake.count(key) >= 1 for key in wrong)
     assert sum(fake.count(key) for key in wrong) <= 2 * len(wrong)
+
+
+@pytest.mark.real_waits
+async def test_calls_queued_for_a_busy_key_do_not_block_other_keys(backend: str) -> None:
+    fake = FakeWishub([K1, K2], latency=0.05)
+    async with (
+        fake.client(app_keys={"a": K1, "b": K2}, max_concurrency=2, per_key_concurrency=1) as wh,
+        anyio.create_task_group() as group,
+    ):
+        for _ in range(6):
+            group.start_soon(list_models, wh.with_key("a"))
+        await anyio.sleep(0.01)  # the six are queued on key a by now
+        group.start_soon(list_models, wh.with_key("b"))
+    order = [request.key for request in fake.requests]
+    assert order.index(K2) <= 1  # b was served alongside a's first call, not after all six
+
+
+@pytest.mark.real_waits
+async def test_a_wait_for_cooling_does_not_end_a_newer_cooling(backend: str) -> None:
+    fake = FakeWishub([K1])
+    async with fake.client(app_key=K1, retry=RetryPolicy(max_retry_after=10)) as wh:
+        key = wh._shared.ring.keys[0]
+        key.cooling_until = time.monotonic() + 0.3  # a short cooling, waited out
+
+        async def cool_again_meanwhile() -> None:
+            await anyio.sleep(0.05)
+            key.cooling_until = time.monotonic() + 50  # say, a Retry-After on another call
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(cool_again_meanwhile)
+            with pytest.raises(KeyUnavailableError, match="cooling for another"):
+                await wh.models.list()
+        assert wh.key_status()[0].state is KeyState.COOLING
+    assert fake.count() == 0

@@ -36,6 +36,7 @@ __all__ = [
     "ErrorTable",
     "KeyEffect",
     "api_error",
+    "error_name",
     "excerpt",
     "parse_retry_after",
 ]
@@ -312,3 +313,10 @@ def _code(value: Any) -> int | None:
     if isinstance(value, str) and _CODE.fullmatch(value.strip()):
         return int(value.strip())
     return None
+
+
+def error_name(error: Exception) -> str:
+    """The platform error type if there is one, else the exception class name."""
+    if isinstance(error, APIError) and error.type:
+        return error.type
+    return type(error).__name__

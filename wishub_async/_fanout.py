@@ -88,7 +88,8 @@ async def _run(
     try:
         value = await call(view)
     except Exception as exc:  # noqa: BLE001 - an outcome holds any failure of the call
-        return Outcome(index, record.key, None, exc, record.attempts, time.monotonic() - started)
+        elapsed = time.monotonic() - started
+        return Outcome(index, record.key or label, None, exc, record.attempts, elapsed)
     return Outcome(
         index, record.key or label, value, None, record.attempts, time.monotonic() - started
     )

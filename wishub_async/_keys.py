@@ -19,8 +19,14 @@ from datetime import UTC, datetime
 import anyio
 import attrs
 
-from ._errors import KeyEffect
-from .exceptions import ConfigurationError, KeyUnavailableError
+from ._errors import KeyEffect, error_name
+from .exceptions import (
+    APIConnectionError,
+    APIError,
+    ConfigurationError,
+    KeyUnavailableError,
+    WishubError,
+)
 
 __all__ = ["AppKey", "KeyRing", "KeyState", "KeyStatus", "MustWait", "load_keys", "redact"]
 
@@ -91,6 +97,7 @@ class AppKey:
     server_errors_in_row: int = 0
     latency_total: float = 0.0
     last_error_type: str | None = None
+    last_api_error: APIError | None = None  # a copy without traceback, for refusal()
     quarantined: bool = False
     cooling_until: float = 0.0  # time.monotonic() value
 
@@ -103,16 +110,17 @@ class AppKey:
             return KeyState.QUARANTINED
         return KeyState.COOLING if self.cooling_until > now else KeyState.HEALTHY
 
-    def record_success(self, latency: float) -> None:
-        """Count a success; a success also lifts quarantine (``check_keys``)."""
+    def record_success(self, latency: float, *, recover: bool = False) -> None:
+        """Count a success; with ``recover`` (a ``check_keys`` probe), lift quarantine."""
         self.successes += 1
         self.latency_total += latency
         self.server_errors_in_row = 0
-        self.quarantined = False
+        if recover:
+            self.quarantined = False
 
     def record_failure(
         self,
-        error_type: str,
+        error: APIError | APIConnectionError,
         effect: KeyEffect,
         latency: float,
         *,
@@ -127,7 +135,8 @@ class AppKey:
         """
         self.failures += 1
         self.latency_total += latency
-        self.last_error_type = error_type
+        self.last_error_type = error_name(error)
+        self.last_api_error = _bare_copy(error) if isinstance(error, APIError) else None
         now = time.monotonic()
         if effect is KeyEffect.QUARANTINE:
             self.quarantined = True
@@ -157,6 +166,19 @@ class AppKey:
             content = content.replace(form.encode(), self.redacted.encode())
         return content
 
+    def refusal(self, why: str) -> WishubError:
+        """The error for a call this key will not take (quarantined, or cooling long).
+
+        It is of the same class as the key's last error, with its status, type and
+        code, and says that nothing was sent; ``KeyUnavailableError`` if there is none.
+        """
+        message = f"not sent: key {self.label} is {why}"
+        last = self.last_api_error
+        if last is None:
+            reason = f" after {self.last_error_type}" if self.last_error_type else ""
+            return KeyUnavailableError(message + reason, key=self.label)
+        return _bare_copy(last, f"{message} after: {last.message}")
+
     def end_cooling(self) -> None:
         """Make a cooling key usable now (after someone waited out its cooling)."""
         self.cooling_until = 0.0
@@ -180,6 +202,20 @@ class AppKey:
             ),
             latency_avg=self.latency_total / attempts if attempts else None,
         )
+
+
+def _bare_copy(error: APIError, message: str | None = None) -> APIError:
+    """The error's class and fields, without its traceback, body or headers."""
+    copy = type(error)(
+        error.message if message is None else message,
+        status_code=error.status_code,
+        type=error.type,
+        code=error.code,
+        param=error.param,
+        key=error.key,
+    )
+    copy.rule = error.rule
+    return copy
 
 
 def _load(key: AppKey) -> tuple[int, int]:
@@ -285,9 +321,9 @@ class KeyRing:
         """
         now = time.monotonic()
         if pinned is not None:
-            return self._usable(pinned, now, [pinned])
+            return self._usable(pinned, now)
         if len(self.keys) == 1:
-            return self._usable(self.keys[0], now, self.keys)
+            return self._usable(self.keys[0], now)
         if len(self.keys) > _SCAN_LIMIT:
             drawn = [
                 key
@@ -311,9 +347,9 @@ class KeyRing:
             raise MustWait(soonest, soonest.cooling_until - now)
         raise KeyUnavailableError(self.describe(candidates, now))
 
-    def _usable(self, key: AppKey, now: float, candidates: Sequence[AppKey]) -> AppKey:
+    def _usable(self, key: AppKey, now: float) -> AppKey:
         if key.quarantined:
-            raise KeyUnavailableError(self.describe(candidates, now), key=key.label)
+            raise key.refusal("quarantined (check_keys() probes it again)")
         if key.cooling_until > now:
             raise MustWait(key, key.cooling_until - now)
         return key

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 import anyio
 import attrs
 
-from ._errors import DEFAULT_ERROR_TABLE, ErrorRule, ErrorTable, KeyEffect
+from ._errors import DEFAULT_ERROR_TABLE, ErrorRule, ErrorTable, KeyEffect, error_name
 from ._events import Hooks, KeyStateChanged, RequestEnded, RetryScheduled, emit
 from ._keys import AppKey, KeyRing, KeyState, MustWait
 from ._transport import Request, Response
@@ -20,14 +20,12 @@ from .exceptions import (
     APIConnectionError,
     APIError,
     APITimeoutError,
-    KeyUnavailableError,
     WishubError,
 )
 
 __all__ = [
     "CallRecord",
     "RetryPolicy",
-    "error_name",
     "instant_waits_enabled",
     "send_with_retries",
     "set_instant_waits",
@@ -245,13 +243,15 @@ class _Call:
         policy, record = self.policy, self.record
         retries = 0
         while True:
+            key = await self._choose()
+            record.key = key.label
             slot = _Slot(self.limiter)
             try:
-                await slot.take_global()
-                key = await self._choose(slot)
-                record.attempts += 1
-                record.key = key.label
+                # The key's own token first: a call queued for a busy key must not sit
+                # on a global slot that another key's call could use.
                 await slot.take_key(key)
+                await slot.take_global()
+                record.attempts += 1
                 started = time.monotonic()
                 response = await self.attempt(self.request, key)
             except (APIError, APIConnectionError) as exc:
@@ -300,25 +300,30 @@ class _Call:
             self._succeeded(key, latency)
             self._ended(200, None)
 
-    async def _choose(self, slot: _Slot) -> AppKey:
-        """The key for the next attempt; waiting out a cooling key frees the slot."""
+    async def _choose(self) -> AppKey:
+        """The key for the next attempt, waiting out a short cooling if need be.
+
+        A cooling longer than ``max_retry_after``, or past the deadline, is not waited
+        out: the call fails at once with the key's last error, marked as not sent.
+        """
         if self.probe and self.pinned is not None:
             return self.pinned
         while True:
             try:
                 return self.ring.pick(self.pinned, self.moved_from)
             except MustWait as wait:
-                if time.monotonic() + wait.seconds > self.deadline:
-                    raise KeyUnavailableError(
-                        self.ring.describe([wait.key], time.monotonic())
-                        + f"; its cooling ({wait.seconds:.1f}s) outlasts the deadline",
-                        key=wait.key.label,
+                key, seconds = wait.key, wait.seconds
+                if seconds > self.policy.max_retry_after:
+                    raise key.refusal(f"cooling for another {seconds:.0f}s") from None
+                if time.monotonic() + seconds > self.deadline:
+                    raise key.refusal(
+                        f"cooling for another {seconds:.1f}s, past the call's deadline"
                     ) from None
-                log.debug("waiting %.2fs for cooling key %s", wait.seconds, wait.key.label)
-                slot.release()
-                await _sleep(wait.seconds)
-                wait.key.end_cooling()
-                await slot.take_global()
+                log.debug("waiting %.2fs for cooling key %s", seconds, key.label)
+                until = key.cooling_until
+                await _sleep(seconds)
+                if key.cooling_until == until:  # not cooled again meanwhile
+                    key.end_cooling()
 
     def _has_other(self, key: AppKey) -> bool:
         now = time.monotonic()
@@ -331,11 +336,12 @@ class _Call:
         )
 
     def _succeeded(self, key: AppKey, latency: float) -> None:
-        if self.hooks.on_key_state_change is None or not key.quarantined:
-            key.record_success(latency)
-            return
-        key.record_success(latency)
-        self._state_changed(key, KeyState.QUARANTINED, None)
+        # Only a probe lifts quarantine: a call that was already on its way when the key
+        # was quarantined must not bring a revoked key back.
+        recovers = self.probe and key.quarantined
+        key.record_success(latency, recover=recovers)
+        if recovers:
+            self._state_changed(key, KeyState.QUARANTINED, None)
 
     def _failed(
         self,
@@ -354,7 +360,7 @@ class _Call:
             cool_for = wait if wait is not None else self.policy.backoff(retry)
         before = key.state(time.monotonic()) if self.hooks.on_key_state_change else None
         key.record_failure(
-            error_name(failure),
+            failure,
             effect,
             latency,
             transient=_is_transient(failure, self.policy),
@@ -425,10 +431,3 @@ def _is_transient(error: APIError | APIConnectionError, policy: RetryPolicy) -> 
     if isinstance(error, APIError):
         return policy.rule(error).retry
     return True
-
-
-def error_name(error: Exception) -> str:
-    """The platform error type if there is one, else the exception class name."""
-    if isinstance(error, APIError) and error.type:
-        return error.type
-    return type(error).__name__

@@ -19,7 +19,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .. import __version__
-from .._retry import error_name
+from .._errors import error_name
 from .._transport import Handler, Middleware, Request, Response
 from ..exceptions import APIError, WishubError
 
