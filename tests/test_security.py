@@ -22,7 +22,7 @@ from wishub_async import AsyncWishub, RetryPolicy
 from wishub_async._cli import DEMO_KEY, main
 from wishub_async._client import DEFAULT_BASE_URL
 from wishub_async.exceptions import APIError, AuthenticationError, ConfigurationError
-from wishub_async.testing import FakeWishub
+from wishub_async.testing import DEFAULT_MODELS, FakeWishub
 
 KEYS = st.lists(
     st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=20),
@@ -100,6 +100,25 @@ async def test_a_key_echoed_by_the_server_is_scrubbed(backend: str, fake: FakeWi
     assert error.message == f"AppKey …{K1[-4:]} 不正确"
     assert K1 not in repr(error.body)
     assert fake.count(K1) == 1
+
+
+async def test_a_key_echoed_in_a_200_error_or_a_stream_is_scrubbed(backend: str) -> None:
+    fake = FakeWishub([K1])
+    echo = f"Bearer {K1} may not call this model"
+    fake.chat.fail_stream(after=2, type="INVOKE_MODEL_ERROR", message=echo)
+    fake.fail(K1, status=200, body=json.dumps({"error": {"type": "X", "message": echo}}).encode())
+    ask = [{"role": "user", "content": "hi"}]
+    async with fake.client(app_key=K1, retry=RetryPolicy(attempts=1)) as wh:
+        with pytest.raises(APIError) as in_a_200:
+            await wh.embeddings.create(model=DEFAULT_MODELS[0], input="x")
+        stream = await wh.chat.completions.create(
+            model=DEFAULT_MODELS[0], messages=ask, stream=True
+        )
+        with pytest.raises(APIError) as in_a_stream:
+            await stream.collect()
+    for error in (in_a_200.value, in_a_stream.value):
+        assert error.message == f"Bearer …{K1[-4:]} may not call this model"
+        assert K1 not in repr(error.body) + str(error)
 
 
 BAD_CHARACTERS = st.characters(

@@ -313,7 +313,7 @@ class ChatStream:
     def _api_error(self, value: object) -> APIError:
         response = self._response
         assert response is not None  # noqa: S101 - only called while reading
-        content = json.dumps(value, ensure_ascii=False).encode()
+        content = response.scrub(json.dumps(value, ensure_ascii=False).encode())
         return api_error(200, response.headers, content, key=response.key, table=self._table)
 
     def _timeout(self, limit: float | None) -> APITimeoutError:

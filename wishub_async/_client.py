@@ -367,6 +367,7 @@ class AsyncWishub:
                 stream=request.stream,
                 key=key.label,
             )
+            response.scrub = key.scrub
             if 200 <= response.status_code < 300:  # noqa: PLR2004 - the 2xx family
                 if request.check is not None:
                     await request.check(response)

@@ -111,7 +111,11 @@ def error_check(table: ErrorTable) -> Callable[[Response], Awaitable[None]]:
             return  # not JSON: the converter reports it
         if is_error_event(data):
             raise api_error(
-                response.status_code, response.headers, content, key=response.key, table=table
+                response.status_code,
+                response.headers,
+                response.scrub(content),
+                key=response.key,
+                table=table,
             )
 
     return check

@@ -73,6 +73,9 @@ class Response:
     _chunks: AsyncIterator[bytes] | None = attrs.field(default=None, alias="chunks")
     _close: Callable[[], Awaitable[None]] | None = attrs.field(default=None, alias="close")
     _done: Callable[[BaseException | None], None] | None = attrs.field(default=None, init=False)
+    scrub: Callable[[bytes], bytes] = attrs.field(default=bytes, init=False, repr=False)
+    """Replaces the key in text the server sent (set per attempt): use it on any body
+    that goes into an exception, in case the server echoes the key."""
 
     def on_done(self, callback: Callable[[BaseException | None], None]) -> None:
         """Have ``aclose`` call ``callback`` once, with the error that ended the body."""
