@@ -415,13 +415,19 @@ async def test_stream_timeout_is_separate_from_idle_timeout(fake: FakeWishub, ba
 
 
 @pytest.mark.asyncio  # on trio the abandoned body's async generators warn as well
-async def test_a_stream_dropped_while_open_warns(fake: FakeWishub) -> None:
-    async with fake.client(app_key=KEY) as wh:
+async def test_a_stream_dropped_while_open_warns_and_gives_its_slot_back(
+    fake: FakeWishub,
+) -> None:
+    async with fake.client(app_key=KEY, max_concurrency=1) as wh:
         stream = await start(wh)
         assert "open" in repr(stream)
+        assert wh._shared.limiter.borrowed_tokens == 1
         with pytest.warns(ResourceWarning, match="ChatStream"):  # noqa: PT031
             del stream
             gc.collect()
+        assert wh._shared.limiter.borrowed_tokens == 0
+        assert wh.key_status()[0].in_flight == 0
+        assert len(await wh.models.list()) == len(DEFAULT_MODELS)  # not blocked forever
 
 
 # -- many keys -----------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import warnings
 from collections import deque
@@ -401,6 +402,9 @@ class ChatStream:
                 ResourceWarning,
                 stacklevel=2,
             )
+            if self._response is not None:
+                with contextlib.suppress(Exception):  # no event loop left, say
+                    self._response.release()  # give back its concurrency slots
 
     def __repr__(self) -> str:
         state = "open" if self._open else "closed"

@@ -100,6 +100,16 @@ class Response:
                 await self.aclose()
         return self.content
 
+    def release(self) -> None:
+        """Settle the call without I/O (slots, key health): for a body left unclosed.
+
+        A finaliser may call this; the connection itself is left to the pool's own
+        cleanup, since a finaliser must not do I/O.
+        """
+        done, self._done = self._done, None
+        if done is not None:
+            done(None)
+
     async def aclose(self, error: BaseException | None = None) -> None:
         """Release the connection of a streamed body; safe to call twice.
 
