@@ -402,3 +402,16 @@ async def test_a_wait_for_cooling_does_not_end_a_newer_cooling(backend: str) -> 
                 await wh.models.list()
         assert wh.key_status()[0].state is KeyState.COOLING
     assert fake.count() == 0
+
+
+async def test_key_moves_are_bounded(backend: str) -> None:
+    seven = keys(7)
+    fake = FakeWishub(seven)
+    for key in seven:
+        fake.fail(key, type="rate_limit_exceeded", retry_after="1", times=10)
+    policy = RetryPolicy(max_key_moves=2, attempts=2)
+    async with fake.client(app_keys=seven, retry=policy) as wh:
+        [outcome] = await wh.map(list_for_item, ["one"])
+    assert isinstance(outcome.error, RateLimitError)
+    assert outcome.attempts == 1 + 2 + 1  # first try, two moves, one retry
+    assert fake.count() == 4

@@ -69,6 +69,8 @@ class RetryPolicy:
         deadline: seconds for the whole call (queueing, waits and attempts), or None.
         retry_timeouts: whether a read timeout is retried.
         retry_connection_errors: whether refused, reset or dropped connections are.
+        max_key_moves: how often one call may move to another key after a key-scoped
+            failure (auth, quota, rate limit), on top of ``attempts``.
         quota_cooldown: how long a key rests after ``insufficient_quota``.
         server_error_cooldown: how long a key rests after 3 server errors in a row.
         error_table: the error-type table deciding class, retry and key effect.
@@ -86,6 +88,7 @@ class RetryPolicy:
     )
     retry_timeouts: bool = True
     retry_connection_errors: bool = True
+    max_key_moves: int = attrs.field(default=3, validator=attrs.validators.ge(0))
     quota_cooldown: float = attrs.field(default=300.0, validator=_positive)
     server_error_cooldown: float = attrs.field(default=1.0, validator=_positive)
     error_table: ErrorTable = DEFAULT_ERROR_TABLE
@@ -274,7 +277,12 @@ class _Call:
             self._failed(
                 key, failure, effect, time.monotonic() - started, wait=wait, retry=retries + 1
             )
-            if self.pinned is None and effect is not KeyEffect.NONE and self._has_other(key):
+            if (
+                self.pinned is None
+                and effect is not KeyEffect.NONE
+                and len(self.moved_from) < policy.max_key_moves
+                and self._has_other(key)
+            ):
                 self.moved_from.append(key)
                 self._retrying(key, failure, 0.0, moved=True)
                 continue
