@@ -415,3 +415,20 @@ async def test_key_moves_are_bounded(backend: str) -> None:
     assert isinstance(outcome.error, RateLimitError)
     assert outcome.attempts == 1 + 2 + 1  # first try, two moves, one retry
     assert fake.count() == 4
+
+
+async def test_an_error_in_the_map_as_completed_block_is_raised_as_is(backend: str) -> None:
+    fake = FakeWishub([K1])
+
+    class StopError(Exception):
+        pass
+
+    async def consume(wh: AsyncWishub) -> None:
+        async with wh.map_as_completed(list_for_item, range(50)) as outcomes:
+            async for _ in outcomes:
+                raise StopError
+
+    async with fake.client(app_key=K1) as wh:
+        with pytest.raises(StopError):
+            await consume(wh)
+        assert len(await wh.models.list()) == 3

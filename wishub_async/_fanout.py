@@ -176,9 +176,16 @@ async def map_as_completed(
         async with send:
             await _work(client, ((None, _bind(fn, item)) for item in items), send.send)
 
-    async with anyio.create_task_group() as group, receive:
-        group.start_soon(produce)
-        try:
-            yield receive
-        finally:
-            group.cancel_scope.cancel()
+    try:
+        async with anyio.create_task_group() as group, receive:
+            group.start_soon(produce)
+            try:
+                yield receive
+            finally:
+                group.cancel_scope.cancel()
+    except BaseExceptionGroup as grouped:
+        # The producer never raises (outcomes hold the errors): a lone exception is the
+        # caller's own, from the body of the `async with`; give it back as it was.
+        if len(grouped.exceptions) == 1:
+            raise grouped.exceptions[0] from None
+        raise
