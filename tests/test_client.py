@@ -54,6 +54,25 @@ async def test_use_after_close_raises_a_clear_error(backend: str, fake: FakeWish
     assert fake.count() == 1
 
 
+async def test_a_client_used_before_async_with_can_still_be_entered(
+    backend: str, fake: FakeWishub
+) -> None:
+    wh = fake.client(app_key=K1)
+    await wh.models.list()  # opens it implicitly
+    async with wh:
+        await wh.models.list()
+    assert wh.is_closed
+    assert fake.count() == 2
+
+
+async def test_a_closed_caller_client_is_a_clear_error(backend: str) -> None:
+    mine = httpx.AsyncClient(transport=FakeWishub([K1]))
+    await mine.aclose()
+    async with AsyncWishub(app_key=K1, base_url=BASE, http_client=mine) as wh:
+        with pytest.raises(ClientStateError, match="http_client given to AsyncWishub is closed"):
+            await wh.models.list()
+
+
 async def test_entering_twice_is_refused(backend: str) -> None:
     async with AsyncWishub(app_key=K1) as wh:
         with pytest.raises(ClientStateError, match="already open"):

@@ -69,6 +69,7 @@ class _Shared:
         self.max_concurrency = max_concurrency
         self.owned = owned
         self.state = _State.UNOPENED
+        self.entered = False  # `async with` (a first request also opens, implicitly)
 
     def __del__(self) -> None:
         if self.state is _State.OPEN and self.owned:
@@ -200,8 +201,9 @@ class AsyncWishub:
             )
         if self._shared.state is _State.CLOSED:
             raise ClientStateError("this AsyncWishub is closed; create a new one")
-        if self._shared.state is _State.OPEN:
-            raise ClientStateError("this AsyncWishub is already open")
+        if self._shared.entered:
+            raise ClientStateError("this AsyncWishub is already open in an `async with`")
+        self._shared.entered = True
         self._shared.state = _State.OPEN
         return self
 

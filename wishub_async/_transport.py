@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import attrs
 import httpx
 
-from .exceptions import APIConnectionError, APITimeoutError, WishubError
+from .exceptions import APIConnectionError, APITimeoutError, ClientStateError, WishubError
 
 __all__ = [
     "Handler",
@@ -210,6 +210,12 @@ class HttpxTransport:
             reply = await self.client.send(request, stream=stream)
         except httpx.HTTPError as exc:
             raise translate_httpx_error(exc, key) from exc
+        except RuntimeError as exc:
+            if not self.client.is_closed:
+                raise
+            raise ClientStateError(
+                "the http_client given to AsyncWishub is closed; it belongs to the caller"
+            ) from exc
         if not stream:
             return Response(reply.status_code, reply.headers, reply.content, key)
         return Response(
