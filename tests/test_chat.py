@@ -96,11 +96,15 @@ async def test_max_tokens_gives_finish_reason_length(fake: FakeWishub, backend: 
     assert answer.choices[0].finish_reason == "length"
 
 
-async def test_misuse_fails_before_sending(fake: FakeWishub, backend: str) -> None:
-    bad: Any = {"temprature": 1}
+async def test_unknown_parameters_are_passed_through(fake: FakeWishub, backend: str) -> None:
+    platform_only: Any = {"enable_search": True, "repetition_penalty": 1.05}
     async with fake.client(app_key=KEY) as wh:
-        with pytest.raises(TypeError, match=r"temprature.*extra_body"):
-            await wh.chat.completions.create(model=MODEL, messages=ASK, **bad)
+        await wh.chat.completions.create(model=MODEL, messages=ASK, **platform_only)
+    assert fake.requests[-1].json == {"model": MODEL, "messages": ASK, **platform_only}
+
+
+async def test_misuse_fails_before_sending(fake: FakeWishub, backend: str) -> None:
+    async with fake.client(app_key=KEY) as wh:
         with pytest.raises(TypeError, match="messages"):
             await wh.chat.completions.create(model=MODEL, messages="hi")  # type: ignore[arg-type]
         with pytest.raises(TypeError, match="model"):

@@ -48,8 +48,8 @@ Message = Mapping[str, Any]
 class ChatParams(TypedDict, total=False):
     """The optional parameters of ``chat.completions.create``; None means "not sent".
 
-    The platform accepts the OpenAI names; support for each is unconfirmed, so
-    anything not listed goes in ``extra_body`` (merged into the JSON last).
+    The platform accepts the OpenAI names; support for each is unconfirmed. Other
+    keywords are passed through as they are; ``extra_body`` is merged in last.
     """
 
     temperature: float | None
@@ -70,9 +70,6 @@ class ChatParams(TypedDict, total=False):
     top_logprobs: int | None
     stream_options: Mapping[str, Any] | None
     extra_body: Mapping[str, Any] | None
-
-
-_PARAMS = ChatParams.__optional_keys__ - {"extra_body"}
 
 
 class Chat:
@@ -145,8 +142,9 @@ class Completions:
             stream_timeout: (stream) seconds for the whole stream, from this call to
                 its last chunk; None for no limit.
             **params: the OpenAI parameters in ``ChatParams`` (``temperature``,
-                ``max_tokens``, ``stop``, ``tools``, ``stream_options``…) and
-                ``extra_body`` for anything else.
+                ``max_tokens``, ``stop``, ``tools``, ``stream_options``…), typed;
+                any other keyword is sent as it is (the platform's own parameters),
+                and ``extra_body`` is merged into the JSON last.
 
         A stream is retried (per the ``RetryPolicy``, on this or another key) until
         its first chunk with content arrives; after that an error ends it. So
@@ -156,20 +154,14 @@ class Completions:
             APIError: the server refused, or (stream) sent an error event.
             APIConnectionError: no answer arrived; ``APITimeoutError`` on a timeout.
             ResponseValidationError: the answer did not have the expected shape.
-            TypeError: an unknown parameter (use ``extra_body``) or a bad argument.
+            TypeError: ``messages`` is not a list of messages.
         """
-        unknown = params.keys() - ChatParams.__optional_keys__
-        if unknown:
-            raise TypeError(
-                f"unexpected parameter(s) {', '.join(sorted(unknown))};"
-                " pass parameters the SDK does not know in extra_body="
-            )
         given: object = messages
         if isinstance(given, str | bytes) or not isinstance(given, Sequence):
             raise TypeError("messages= must be a list of {'role': ..., 'content': ...} dicts")
         body = request_body(
             {"model": model, "messages": [dict(message) for message in messages]},
-            {name: value for name, value in params.items() if name in _PARAMS},
+            {name: value for name, value in params.items() if name != "extra_body"},
             params.get("extra_body"),
         )
         if not stream:
