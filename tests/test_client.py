@@ -233,7 +233,7 @@ async def test_with_options_changes_options_and_shares_the_pool(
     respx_mock: respx.MockRouter,
 ) -> None:
     route = respx_mock.get("/models").respond(json=models_body("x6"))
-    async with AsyncWishub(app_key=K1, base_url=BASE) as wh:
+    async with AsyncWishub(app_key=K1, base_url=BASE, headers={"X-Team": "t"}) as wh:
         view = wh.with_options(base_url="https://wishub-x6.ctyun.cn/v1", headers={"X-A": "1"})
         assert (await view.models.list()).ids == ["x6"]
         assert view._shared is wh._shared
@@ -244,6 +244,7 @@ async def test_with_options_changes_options_and_shares_the_pool(
         await view.aclose()  # a view owns nothing
         assert not wh.is_closed
     assert route.calls.last.request.headers["x-a"] == "1"
+    assert route.calls.last.request.headers["x-team"] == "t"  # headers are merged
     assert view.is_closed  # closing the parent closes every view
 
 

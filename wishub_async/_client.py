@@ -252,13 +252,17 @@ class AsyncWishub:
         hooks: Hooks = _UNCHANGED,
         allow_http: bool = _UNCHANGED,
     ) -> Self:
-        """A view with some options changed, sharing this client's pool and keys."""
+        """A view with some options changed, sharing this client's pool and keys.
+
+        Each option replaces the current one, except ``headers``, which are merged over
+        the current headers (as OpenAI's ``with_options`` does).
+        """
         current = self._options
         options = _make_options(
             base_url=current.base_url if base_url is _UNCHANGED else base_url,
             timeout=current.timeout if timeout is _UNCHANGED else timeout,
             retry=current.retry if retry is _UNCHANGED else retry,
-            headers=current.headers if headers is _UNCHANGED else headers,
+            headers=current.headers if headers is _UNCHANGED else {**current.headers, **headers},
             middleware=current.middleware if middleware is _UNCHANGED else tuple(middleware),
             allow_http=current.allow_http if allow_http is _UNCHANGED else allow_http,
             hooks=current.hooks if hooks is _UNCHANGED else hooks,
