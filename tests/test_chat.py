@@ -9,6 +9,7 @@ import anyio
 import anyio.lowlevel
 import httpx
 import pytest
+import respx
 
 from wishub_async import AsyncWishub, ChatStream
 from wishub_async.exceptions import (
@@ -691,3 +692,30 @@ async def test_an_error_mid_stream_counts_against_the_key(fake: FakeWishub, back
         (200, "INVOKE_MODEL_ERROR"),
         (200, None),
     ]
+
+
+@respx.mock(base_url="https://wishub.test/v1")
+async def test_a_whole_answer_to_a_stream_request_still_reads(
+    respx_mock: respx.MockRouter,
+) -> None:
+    whole = {
+        "id": "c-1",
+        "object": "chat.completion",
+        "created": 1700000000,
+        "model": MODEL,
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "stop",
+                "message": {"role": "assistant", "content": "all at once"},
+            }
+        ],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6},
+    }
+    respx_mock.post("/chat/completions").respond(json=whole)
+    async with AsyncWishub(app_key=KEY, base_url="https://wishub.test/v1") as wh:
+        stream = await start(wh)
+        answer = await stream.collect()
+    assert answer.text == "all at once"
+    assert answer.usage is not None
+    assert answer.usage.total_tokens == 6

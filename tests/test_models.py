@@ -52,6 +52,8 @@ def test_the_documented_example_parses() -> None:
         ("yesterday", None),
         (True, None),
         (10**20, None),
+        (1700000000000, datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)),  # milliseconds
+        ("1700000000000", datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)),
         ([], None),
     ],
 )

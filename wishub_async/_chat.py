@@ -404,11 +404,20 @@ class ChatStream:
 
 
 def _chunk(value: object, payload: str) -> ChatCompletionChunk:
+    """One chunk; a whole ``chat.completion`` (a server that ignored ``stream``) too."""
+    if isinstance(value, dict) and value.get("object") == "chat.completion":
+        value = {**value, "choices": [_as_delta(choice) for choice in value.get("choices", ())]}
     try:
         return structure(value, ChatCompletionChunk)
     except ResponseValidationError as exc:
         exc.body_excerpt = excerpt(payload)
         raise
+
+
+def _as_delta(choice: Any) -> Any:
+    if isinstance(choice, dict) and "message" in choice and "delta" not in choice:
+        return {**{k: v for k, v in choice.items() if k != "message"}, "delta": choice["message"]}
+    return choice
 
 
 async def _unwind(chunks: AsyncIterator[bytes] | None) -> None:

@@ -40,7 +40,8 @@ def make_converter() -> cattrs.Converter:
     - Strings, ints and floats are strict: ``None`` or a number is not a model id, and
       ``True`` is not an int.
     - ``created`` is lenient (``parse_created``): "" / null / missing -> None, int or
-      numeric string -> Unix seconds (UTC), ISO-8601 -> that instant, else None.
+      numeric string -> Unix seconds (UTC; milliseconds when 1e11 or more), ISO-8601
+      -> that instant, else None.
     - Renames (``_ALIASES``): an embedding's vector is read from the platform's
       ``embeddings`` (plural) when OpenAI's ``embedding`` is missing or null.
     - A vector (``tuple[float, ...]``) is a JSON array of numbers, or a base64 string of
@@ -87,7 +88,13 @@ def _created_hook(value: object, _: object) -> datetime | None:
     return None if value == "" else parse_created(value)  # "" is the platform's default
 
 
+_MILLISECONDS_FROM = 1e11
+"""Unix seconds reach 1e11 only in the year 5138: larger values are milliseconds."""
+
+
 def _from_timestamp(seconds: float) -> datetime | None:
+    if abs(seconds) >= _MILLISECONDS_FROM:  # a JavaScript-style timestamp in ms
+        seconds /= 1000
     try:
         return datetime.fromtimestamp(seconds, UTC)
     except (OverflowError, OSError, ValueError):
