@@ -69,8 +69,10 @@ class RetryPolicy:
         deadline: seconds for the whole call (queueing, waits and attempts), or None.
         retry_timeouts: whether a read timeout is retried.
         retry_connection_errors: whether refused, reset or dropped connections are.
-        max_key_moves: how often one call may move to another key after a key-scoped
-            failure (auth, quota, rate limit), on top of ``attempts``.
+        max_key_moves: how often one call may move to another key after a rate limit
+            or a quota error, on top of ``attempts`` (a limit may be platform-wide).
+            Moving away from a rejected key (quarantined) is not counted: each wrong
+            key is met at most once.
         quota_cooldown: how long a key rests after ``insufficient_quota``.
         server_error_cooldown: how long a key rests after 3 server errors in a row.
         error_table: the error-type table deciding class, retry and key effect.
@@ -217,6 +219,7 @@ class _Call:
     deadline: float = math.inf
     started: float = 0.0
     moved_from: list[AppKey] = attrs.Factory(list)
+    cooling_moves: int = 0  # moves away from rate-limited or quota-less keys
 
     async def run(self) -> Response:
         self.started = time.monotonic()
@@ -280,9 +283,10 @@ class _Call:
             if (
                 self.pinned is None
                 and effect is not KeyEffect.NONE
-                and len(self.moved_from) < policy.max_key_moves
+                and (effect is KeyEffect.QUARANTINE or self.cooling_moves < policy.max_key_moves)
                 and self._has_other(key)
             ):
+                self.cooling_moves += effect is not KeyEffect.QUARANTINE
                 self.moved_from.append(key)
                 self._retrying(key, failure, 0.0, moved=True)
                 continue
