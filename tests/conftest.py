@@ -1,24 +1,22 @@
 """Shared fixtures.
 
-Backend-neutral tests take the ``backend`` fixture: they run once under pytest-asyncio
-and once on trio (``pytest_pyfunc_call`` below runs the trio variant).
+Async tests run under pytest-asyncio (``@pytest.mark.asyncio``). Tests that must hold
+on every event loop are marked ``@pytest.mark.anyio`` instead: anyio's own pytest
+plugin runs each of them on asyncio and on trio (the ``anyio_backend`` fixture).
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import socket
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import httpcore
+import anyio
 import pytest
-import trio
 
 from wishub_async import AsyncWishub
-from wishub_async._transport import HttpxTransport
 from wishub_async.testing import FakeWishub, instant_waits
 
 K1 = "a1b2c3d4e5f60718293a4b5c6d7e8f90"
@@ -42,21 +40,17 @@ socket.getaddrinfo = _loopback_only  # every resolver path of asyncio, trio and 
 
 
 @pytest.fixture(params=["asyncio", "trio"])
-def backend(request: pytest.FixtureRequest) -> str:
-    """Run the requesting async test on asyncio (pytest-asyncio) and on trio."""
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    """Run each ``@pytest.mark.anyio`` test on asyncio and on trio."""
     return str(request.param)
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
-    callspec = getattr(pyfuncitem, "callspec", None)
-    if callspec is None or callspec.params.get("backend") != "trio":
-        return None
-    # pytest-asyncio wraps .obj; the module (or class) still holds the coroutine function.
-    test = getattr(pyfuncitem.instance or pyfuncitem.module, pyfuncitem.originalname)
-    kwargs = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
-    trio.run(functools.partial(test, **kwargs))
-    return True
+@pytest.fixture(params=["httpx", "aiohttp"])
+def transport(request: pytest.FixtureRequest, anyio_backend: str) -> str:
+    """Run the requesting test on both transports (aiohttp only where asyncio runs)."""
+    if request.param == "aiohttp" and anyio_backend != "asyncio":
+        pytest.skip("backend='aiohttp' runs on asyncio only")
+    return str(request.param)
 
 
 @pytest.fixture(autouse=True)
@@ -107,27 +101,16 @@ def closed_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def pool_of(wh: AsyncWishub) -> httpcore.AsyncConnectionPool:
-    """The httpcore pool under the client's own ``httpx.AsyncClient``."""
-    transport = wh._shared.transport
-    assert isinstance(transport, HttpxTransport)
-    pool = transport.client._transport._pool  # type: ignore[attr-defined]
-    assert isinstance(pool, httpcore.AsyncConnectionPool)
-    return pool
+async def until(condition: Any, seconds: float = 5.0) -> None:
+    """Wait until ``condition()`` holds (a generous bound: never a timing assertion)."""
+    with anyio.fail_after(seconds):
+        while not condition():  # noqa: ASYNC110 - polls state that has no event to wait on
+            await anyio.sleep(0.005)
 
 
 def assert_nothing_held(wh: AsyncWishub) -> None:
-    """No connection busy or queued in the pool, no slot held on any key or limiter."""
-    pool = pool_of(wh)
-    assert not pool._requests, "a request is still queued in the httpx pool"
-    busy = [c for c in pool.connections if not (c.is_idle() or c.is_closed())]
-    assert not busy, f"connections still busy: {busy}"
-    assert_no_slot_held(wh)
-
-
-def assert_no_slot_held(wh: AsyncWishub) -> None:
-    """No request counted in flight on any key, no limiter slot borrowed."""
+    """No request counted in flight on any key, and no concurrency slot borrowed."""
+    assert all(status.in_flight == 0 for status in wh.key_status()), wh.key_status()
     assert wh._shared.limiter.borrowed_tokens == 0
     for key in wh._shared.ring.keys:
-        assert key.in_flight == 0, key
         assert key.limiter is None or key.limiter.borrowed_tokens == 0, key

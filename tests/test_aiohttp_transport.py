@@ -15,8 +15,9 @@ import trio
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from wishub_async import AsyncWishub, Response, RetryPolicy
+from wishub_async import AsyncWishub, RetryPolicy, Timeout
 from wishub_async._aiohttp import AiohttpTransport, client_timeout, translate_aiohttp_error
+from wishub_async._wire import WireRequest, WireResponse, WireStream
 from wishub_async.exceptions import (
     APIConnectionError,
     APITimeoutError,
@@ -51,17 +52,15 @@ async def send(
     headers: dict[str, str] | None = None,
     content: bytes | None = None,
     stream: bool = False,
-) -> Response:
+) -> WireResponse:
     """One request through the transport, with a 5 s timeout and the label key-0."""
-    return await transport.send(
-        method,
-        url,
-        headers or {},
-        content,
-        timeout=httpx.Timeout(5.0),
-        stream=stream,
-        key="key-0",
-    )
+    request = WireRequest(method, url, headers or {}, content, Timeout.every(5.0), stream, "key-0")
+    return await transport.send(request)
+
+
+def body_of(response: WireResponse) -> WireStream:
+    assert response.stream is not None
+    return response.stream
 
 
 class Fake:
@@ -265,14 +264,14 @@ async def test_streaming_yields_chunks_and_releases(fake: tuple[Fake, str]) -> N
             content=b"{}",
             stream=True,
         )
-        body = b"".join([chunk async for chunk in response.aiter_bytes()])
-        await response.aclose()
-        await response.aclose()
+        body = b"".join([chunk async for chunk in body_of(response)])
+        await body_of(response).aclose()
+        await body_of(response).aclose()
         # The one pooled connection came back: a second request can use it.
         again = await send(
             transport, "POST", f"{root}/ok/v1/chat/completions", content=b"{}", stream=True
         )
-        assert (await again.aread()).startswith(b"data:one")
+        assert (await body_of(again).read()).startswith(b"data:one")
     finally:
         await transport.aclose()
     assert body == b"data:one\n\ndata:two\n\ndata: [DONE]\n\n"
@@ -287,7 +286,7 @@ async def test_stream_closed_early_frees_the_pool(fake: tuple[Fake, str]) -> Non
             response = await send(
                 transport, "POST", f"{root}/ok/v1/chat/completions", content=b"{}", stream=True
             )
-            await response.aclose()
+            await body_of(response).aclose()
     finally:
         await transport.aclose()
 
@@ -301,9 +300,9 @@ async def test_stream_dropped_midway_is_a_connection_error(fake: tuple[Fake, str
             transport, "POST", f"{root}/drop/v1/chat/completions", content=b"{}", stream=True
         )
         with pytest.raises(APIConnectionError) as caught:
-            await response.aread()
+            await body_of(response).read()
         assert isinstance(caught.value.__cause__, aiohttp.ClientPayloadError)
-        assert caught.value.key == "key-0"
+        assert caught.value.label == "key-0"
     finally:
         await transport.aclose()
 
@@ -316,7 +315,7 @@ async def test_a_pool_is_bound_to_its_first_loop(fake: tuple[Fake, str]) -> None
     try:
         assert (await send(transport, "GET", f"{root}/ok/v1/models")).status_code == 200
         first, transport._loop = transport._loop, other
-        with pytest.raises(ConfigurationError, match="event loop"):
+        with pytest.raises(ClientStateError, match="event loop"):
             await send(transport, "GET", f"{root}/ok/v1/models")
         transport._loop = first
     finally:
@@ -325,8 +324,8 @@ async def test_a_pool_is_bound_to_its_first_loop(fake: tuple[Fake, str]) -> None
 
 
 def test_pool_size_is_checked() -> None:
-    with pytest.raises(ConfigurationError, match="max_connections"):
-        AiohttpTransport(max_connections=0)
+    with pytest.raises(ConfigurationError, match="max_concurrency"):
+        AsyncWishub(app_key=FAKE_KEY, backend="aiohttp", max_concurrency=0)
 
 
 @pytest.mark.asyncio
@@ -343,15 +342,7 @@ async def test_aclose_is_idempotent_and_final(fake: tuple[Fake, str]) -> None:
     await used.aclose()
     assert "closed" in repr(used)
     with pytest.raises(ClientStateError):
-        await used.send(
-            "GET",
-            f"{root}/ok/v1/models",
-            {},
-            None,
-            timeout=httpx.Timeout(1.0),
-            stream=False,
-            key="key-0",
-        )
+        await send(used, "GET", f"{root}/ok/v1/models")
 
 
 def test_trio_is_refused_clearly() -> None:
@@ -377,13 +368,13 @@ def test_http_client_needs_the_httpx_backend() -> None:
         AsyncWishub(app_key=FAKE_KEY, backend="aiohttp", http_client=httpx.AsyncClient())
 
 
-def test_timeouts_map_from_httpx() -> None:
-    mapped = client_timeout(httpx.Timeout(600.0, connect=10.0))
+def test_timeouts_map_from_ours() -> None:
+    mapped = client_timeout(Timeout.coerce(httpx.Timeout(600.0, connect=10.0)))
     assert mapped.total is None
     assert mapped.sock_connect == 10.0
     assert mapped.sock_read == 600.0
     assert mapped.connect == 610.0
-    unlimited = client_timeout(httpx.Timeout(None))
+    unlimited = client_timeout(Timeout.every(None))
     assert (unlimited.connect, unlimited.sock_connect, unlimited.sock_read) == (None, None, None)
 
 

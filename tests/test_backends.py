@@ -1,8 +1,8 @@
 """The same behaviour on both transports, over real loopback HTTP.
 
-Each test runs three times: httpx on asyncio, httpx on trio, aiohttp on asyncio
-(aiohttp is asyncio-only). Retries, errors, streaming, limits, key handling and
-cancellation must not depend on the transport.
+Each test runs three times (the ``transport`` fixture): httpx on asyncio, httpx
+on trio, aiohttp on asyncio (aiohttp is asyncio-only). Retries, errors, streaming,
+limits, key handling and cancellation must not depend on the transport.
 """
 
 from __future__ import annotations
@@ -26,11 +26,6 @@ from wishub_async.exceptions import (
 from wishub_async.models import ModelList
 from wishub_async.testing import DEFAULT_MODELS, FakeWishub
 
-pytestmark = pytest.mark.parametrize(
-    ("backend", "transport"),
-    [("asyncio", "httpx"), ("trio", "httpx"), ("asyncio", "aiohttp")],
-    indirect=["backend"],
-)
 ASK = [{"role": "user", "content": "hi"}]
 Transport = Literal["httpx", "aiohttp"]
 
@@ -50,7 +45,8 @@ async def list_models(wh: AsyncWishub) -> ModelList:
     return await wh.models.list()
 
 
-async def test_models_and_a_wrong_key(backend: str, transport: Transport) -> None:
+@pytest.mark.anyio
+async def test_models_and_a_wrong_key(transport: Transport) -> None:
     fake = FakeWishub([K1])
     async with serve(fake, transport, app_keys={"good": K1, "bad": WRONG}) as wh:
         outcomes = await wh.fan_out(list_models)
@@ -62,7 +58,8 @@ async def test_models_and_a_wrong_key(backend: str, transport: Transport) -> Non
     assert fake.count(WRONG) == 1
 
 
-async def test_server_errors_are_retried_then_succeed(backend: str, transport: Transport) -> None:
+@pytest.mark.anyio
+async def test_server_errors_are_retried_then_succeed(transport: Transport) -> None:
     fake = FakeWishub([K1])
     fake.fail(K1, type="INVOKE_MODEL_ERROR", times=2)
     async with serve(fake, transport, app_key=K1) as wh:
@@ -80,8 +77,9 @@ async def test_server_errors_are_retried_then_succeed(backend: str, transport: T
         ("drop_mid_body", APIConnectionError),
     ],
 )
+@pytest.mark.anyio
 async def test_every_failure_shape_gives_the_same_typed_error(
-    backend: str, transport: Transport, shape: str, error: type[Exception]
+    transport: Transport, shape: str, error: type[Exception]
 ) -> None:
     fake = FakeWishub([K1])
     fake.fail(K1, shape=shape, status=502, times=3)
@@ -92,8 +90,9 @@ async def test_every_failure_shape_gives_the_same_typed_error(
     assert fake.count(K1) == 4
 
 
+@pytest.mark.anyio
 async def test_retry_after_is_honoured(
-    backend: str, transport: Transport, caplog: pytest.LogCaptureFixture
+    transport: Transport, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     fake = FakeWishub([K1])
@@ -104,8 +103,9 @@ async def test_retry_after_is_honoured(
     assert K1 not in caplog.text
 
 
+@pytest.mark.anyio
 @pytest.mark.real_waits
-async def test_a_slow_answer_is_a_timeout(backend: str, transport: Transport) -> None:
+async def test_a_slow_answer_is_a_timeout(transport: Transport) -> None:
     fake = FakeWishub([K1])
     fake.fail(K1, latency=3, times=1)
     async with serve(fake, transport, app_key=K1, timeout=0.2, retry=RetryPolicy(attempts=1)) as wh:
@@ -114,7 +114,8 @@ async def test_a_slow_answer_is_a_timeout(backend: str, transport: Transport) ->
         assert len(await wh.models.list()) == len(DEFAULT_MODELS)
 
 
-async def test_streaming_chat_and_an_in_stream_error(backend: str, transport: Transport) -> None:
+@pytest.mark.anyio
+async def test_streaming_chat_and_an_in_stream_error(transport: Transport) -> None:
     fake = FakeWishub([K1])
     async with serve(fake, transport, app_key=K1) as wh:
         model = (await wh.models.list()).ids[0]
@@ -135,8 +136,9 @@ async def test_streaming_chat_and_an_in_stream_error(backend: str, transport: Tr
         assert wh.key_status()[0].in_flight == 0
 
 
+@pytest.mark.anyio
 @pytest.mark.real_waits
-async def test_limits_hold_at_the_server(backend: str, transport: Transport) -> None:
+async def test_limits_hold_at_the_server(transport: Transport) -> None:
     fake = FakeWishub([K1, K2], latency=0.01)
     async with serve(
         fake, transport, app_keys=[K1, K2], max_concurrency=4, per_key_concurrency=2
@@ -147,7 +149,8 @@ async def test_limits_hold_at_the_server(backend: str, transport: Transport) -> 
     assert max(fake.peak_in_flight[K1], fake.peak_in_flight[K2]) <= 2
 
 
-async def test_cancellation_leaves_the_client_usable(backend: str, transport: Transport) -> None:
+@pytest.mark.anyio
+async def test_cancellation_leaves_the_client_usable(transport: Transport) -> None:
     fake = FakeWishub([K1, K2])
     async with serve(fake, transport, app_keys=[K1, K2]) as wh:
         fake.latency = 30

@@ -18,6 +18,7 @@ from wishub_async.exceptions import (
     APITimeoutError,
     AuthenticationError,
     BadRequestError,
+    InvalidRequestError,
     NotFoundError,
     ResponseValidationError,
     ServerError,
@@ -47,9 +48,8 @@ async def start(wh: AsyncWishub, **params: Any) -> ChatStream:
 # -- whole answers -----------------------------------------------------------------
 
 
-async def test_create_returns_a_completion_with_reasoning_and_usage(
-    fake: FakeWishub, backend: str
-) -> None:
+@pytest.mark.anyio
+async def test_create_returns_a_completion_with_reasoning_and_usage(fake: FakeWishub) -> None:
     fake.chat.reasoning = "Think first."
     async with fake.client(app_key=KEY) as wh:
         answer = await wh.chat.completions.create(model=MODEL, messages=ASK)
@@ -64,9 +64,8 @@ async def test_create_returns_a_completion_with_reasoning_and_usage(
     assert answer.created is not None
 
 
-async def test_known_params_sent_none_omitted_extra_body_merged(
-    fake: FakeWishub, backend: str
-) -> None:
+@pytest.mark.anyio
+async def test_known_params_sent_none_omitted_extra_body_merged(fake: FakeWishub) -> None:
     async with fake.client(app_key=KEY) as wh:
         await wh.chat.completions.create(
             model=MODEL,
@@ -90,30 +89,34 @@ async def test_known_params_sent_none_omitted_extra_body_merged(
     }
 
 
-async def test_max_tokens_gives_finish_reason_length(fake: FakeWishub, backend: str) -> None:
+@pytest.mark.anyio
+async def test_max_tokens_gives_finish_reason_length(fake: FakeWishub) -> None:
     async with fake.client(app_key=KEY) as wh:
         answer = await wh.chat.completions.create(model=MODEL, messages=ASK, max_tokens=2)
     assert answer.text == "You said: "
     assert answer.choices[0].finish_reason == "length"
 
 
-async def test_unknown_parameters_are_passed_through(fake: FakeWishub, backend: str) -> None:
+@pytest.mark.anyio
+async def test_unknown_parameters_are_passed_through(fake: FakeWishub) -> None:
     platform_only: Any = {"enable_search": True, "repetition_penalty": 1.05}
     async with fake.client(app_key=KEY) as wh:
         await wh.chat.completions.create(model=MODEL, messages=ASK, **platform_only)
     assert fake.requests[-1].json == {"model": MODEL, "messages": ASK, **platform_only}
 
 
-async def test_misuse_fails_before_sending(fake: FakeWishub, backend: str) -> None:
+@pytest.mark.anyio
+async def test_misuse_fails_before_sending(fake: FakeWishub) -> None:
     async with fake.client(app_key=KEY) as wh:
-        with pytest.raises(TypeError, match="messages"):
+        with pytest.raises(InvalidRequestError, match="messages"):
             await wh.chat.completions.create(model=MODEL, messages="hi")  # type: ignore[arg-type]
-        with pytest.raises(TypeError, match="model"):
+        with pytest.raises(InvalidRequestError, match="model"):
             await wh.chat.completions.create(model="", messages=ASK)
     assert fake.requests == []
 
 
-async def test_unknown_model_is_not_found(fake: FakeWishub, backend: str) -> None:
+@pytest.mark.anyio
+async def test_unknown_model_is_not_found(fake: FakeWishub) -> None:
     async with fake.client(app_key=KEY) as wh:
         with pytest.raises(NotFoundError):
             await wh.chat.completions.create(model="nope", messages=ASK)
@@ -122,9 +125,9 @@ async def test_unknown_model_is_not_found(fake: FakeWishub, backend: str) -> Non
     assert fake.chat.open_streams == 0
 
 
+@pytest.mark.anyio
 async def test_error_envelope_inside_a_200_is_a_typed_error_and_retried(
     fake: FakeWishub,
-    backend: str,
 ) -> None:
     body = b'{"error": {"code": "500001", "type": "INVOKE_MODEL_ERROR", "message": "boom"}}'
     fake.fail(status=200, body=body, times=1)
@@ -142,10 +145,9 @@ async def test_error_envelope_inside_a_200_is_a_typed_error_and_retried(
 # -- streams: the platform's shape and quirks -------------------------------------------
 
 
+@pytest.mark.anyio
 @pytest.mark.parametrize("done", [True, False])
-async def test_fake_stream_bytes_have_the_platform_quirks(
-    fake: FakeWishub, done: bool, backend: str
-) -> None:
+async def test_fake_stream_bytes_have_the_platform_quirks(fake: FakeWishub, done: bool) -> None:
     fake.chat.done = done
     async with httpx.AsyncClient(transport=fake) as http:
         reply = await http.post(
@@ -157,7 +159,8 @@ async def test_fake_stream_bytes_have_the_platform_quirks(
     assert reply.content.endswith(b"data:[DONE]\n\n") is done
 
 
-async def test_stream_chunks_role_content_finish_then_usage(fake: FakeWishub, backend: str) -> None:
+@pytest.mark.anyio
+async def test_stream_chunks_role_content_finish_then_usage(fake: FakeWishub) -> None:
     async with fake.client(app_key=KEY) as wh:
         stream = await start(wh, stream_options={"include_usage": True})
         async with stream:
@@ -176,17 +179,17 @@ async def test_stream_chunks_role_content_finish_then_usage(fake: FakeWishub, ba
     assert fake.requests[-1].json["stream"] is True
 
 
+@pytest.mark.anyio
 @pytest.mark.parametrize("prefix", [b"data:", b"data: "])
 @pytest.mark.parametrize("done", [True, False])
 @pytest.mark.parametrize("newline", [b"\n", b"\r\n"])
 @pytest.mark.parametrize("piece_size", [None, 1, 7])
-async def test_stream_quirks_all_parse_the_same(  # noqa: PLR0917 - pytest fixtures
+async def test_stream_quirks_all_parse_the_same(
     fake: FakeWishub,
     prefix: bytes,
     done: bool,
     newline: bytes,
     piece_size: int | None,
-    backend: str,
 ) -> None:
     fake.chat.prefix, fake.chat.done, fake.chat.newline = prefix, done, newline
     fake.chat.piece_size = piece_size
@@ -202,7 +205,8 @@ async def test_stream_quirks_all_parse_the_same(  # noqa: PLR0917 - pytest fixtu
     assert fake.chat.open_streams == 0
 
 
-async def test_reasoning_deltas_come_before_content(fake: FakeWishub, backend: str) -> None:
+@pytest.mark.anyio
+async def test_reasoning_deltas_come_before_content(fake: FakeWishub) -> None:
     fake.chat.reasoning = "Step one. Step two."
     async with fake.client(app_key=KEY) as wh, await start(wh) as stream:
         pieces = [(chunk.reasoning, chunk.text) async for chunk in stream]
@@ -212,9 +216,8 @@ async def test_reasoning_deltas_come_before_content(fake: FakeWishub, backend: s
     assert all(not r for r, _ in pieces[first_text:])
 
 
-async def test_collect_after_partial_iteration_includes_all_chunks(
-    fake: FakeWishub, backend: str
-) -> None:
+@pytest.mark.anyio
+async def test_collect_after_partial_iteration_includes_all_chunks(fake: FakeWishub) -> None:
     async with fake.client(app_key=KEY) as wh, await start(wh) as stream:
         first = await anext(stream)
         second = await anext(stream)
@@ -228,9 +231,9 @@ async def test_collect_after_partial_iteration_includes_all_chunks(
 # -- in-stream errors and retries -----------------------------------------------------
 
 
+@pytest.mark.anyio
 async def test_in_stream_error_after_chunks_raises_typed_error_without_retry(
     fake: FakeWishub,
-    backend: str,
 ) -> None:
     fake.chat.fail_stream(after=3)
     texts: list[str] = []
@@ -267,8 +270,9 @@ async def test_in_stream_error_after_chunks_raises_typed_error_without_retry(
         {"shape": "drop_mid_body"},  # a 200 whose body is cut short
     ],
 )
+@pytest.mark.anyio
 async def test_failure_before_the_first_content_chunk_is_retried(
-    fake: FakeWishub, failure: dict[str, Any], backend: str
+    fake: FakeWishub, failure: dict[str, Any]
 ) -> None:
     if "shape" in failure:
         fake.fail(**failure)
@@ -283,9 +287,8 @@ async def test_failure_before_the_first_content_chunk_is_retried(
     assert fake.chat.open_streams == 0
 
 
-async def test_retries_before_the_first_chunk_follow_the_policy(
-    fake: FakeWishub, backend: str
-) -> None:
+@pytest.mark.anyio
+async def test_retries_before_the_first_chunk_follow_the_policy(fake: FakeWishub) -> None:
     fake.chat.fail_stream(after=0, times=5)
     async with fake.client(app_key=KEY) as wh:
         with pytest.raises(ServerError):
@@ -294,7 +297,8 @@ async def test_retries_before_the_first_chunk_follow_the_policy(
     assert fake.chat.open_streams == 0
 
 
-async def test_non_retryable_error_before_the_first_chunk(fake: FakeWishub, backend: str) -> None:
+@pytest.mark.anyio
+async def test_non_retryable_error_before_the_first_chunk(fake: FakeWishub) -> None:
     fake.chat.fail_stream(after=0, type="invalid_request_error", message="bad")
     async with fake.client(app_key=KEY) as wh:
         with pytest.raises(BadRequestError, match="bad"):
@@ -302,9 +306,8 @@ async def test_non_retryable_error_before_the_first_chunk(fake: FakeWishub, back
     assert fake.count(path="/v1/chat/completions") == 1
 
 
-async def test_unknown_in_stream_error_type_falls_back_to_status_200(
-    fake: FakeWishub, backend: str
-) -> None:
+@pytest.mark.anyio
+async def test_unknown_in_stream_error_type_falls_back_to_status_200(fake: FakeWishub) -> None:
     fake.chat.fail_stream(after=0, type="SOMETHING_NEW")
     async with fake.client(app_key=KEY) as wh:
         with pytest.raises(APIError) as caught:
@@ -320,8 +323,9 @@ async def test_unknown_in_stream_error_type_falls_back_to_status_200(
         ({"stall": True}, APITimeoutError, "idle_timeout"),
     ],
 )
+@pytest.mark.anyio
 async def test_failure_after_the_first_chunk_reaches_the_caller(
-    fake: FakeWishub, failure: dict[str, Any], error: type[Exception], match: str, backend: str
+    fake: FakeWishub, failure: dict[str, Any], error: type[Exception], match: str
 ) -> None:
     fake.chat.fail_stream(after=3, **failure)
     async with fake.client(app_key=KEY) as wh:
@@ -336,7 +340,8 @@ async def test_failure_after_the_first_chunk_reaches_the_caller(
 # -- closing: break, exceptions, cancellation, timeouts ----------------------------------
 
 
-async def test_break_closes_the_response(fake: FakeWishub, backend: str) -> None:
+@pytest.mark.anyio
+async def test_break_closes_the_response(fake: FakeWishub) -> None:
     async with fake.client(app_key=KEY) as wh:
         async with await start(wh) as stream:
             async for _ in stream:
@@ -349,7 +354,8 @@ async def test_break_closes_the_response(fake: FakeWishub, backend: str) -> None
         await anyio.lowlevel.checkpoint()
 
 
-async def test_exception_in_the_block_closes_the_response(fake: FakeWishub, backend: str) -> None:
+@pytest.mark.anyio
+async def test_exception_in_the_block_closes_the_response(fake: FakeWishub) -> None:
     async def fail_inside(stream: ChatStream) -> None:
         async with stream:
             async for _ in stream:
@@ -363,9 +369,10 @@ async def test_exception_in_the_block_closes_the_response(fake: FakeWishub, back
     assert fake.chat.open_streams == 0
 
 
+@pytest.mark.anyio
 @pytest.mark.parametrize("use_with", [True, False])
 async def test_cancellation_mid_stream_closes_the_response(
-    fake: FakeWishub, use_with: bool, backend: str
+    fake: FakeWishub, use_with: bool
 ) -> None:
     fake.chat.fail_stream(after=3, stall=True)
     async with fake.client(app_key=KEY) as wh:
@@ -388,9 +395,8 @@ async def test_cancellation_mid_stream_closes_the_response(
         assert fake.chat.open_streams == 0
 
 
-async def test_cancelling_a_task_waiting_on_a_stalled_stream(
-    fake: FakeWishub, backend: str
-) -> None:
+@pytest.mark.anyio
+async def test_cancelling_a_task_waiting_on_a_stalled_stream(fake: FakeWishub) -> None:
     fake.chat.fail_stream(after=2, stall=True)
     async with fake.client(app_key=KEY) as wh:
         stream = await start(wh)
@@ -410,7 +416,8 @@ async def test_cancelling_a_task_waiting_on_a_stalled_stream(
     assert fake.chat.open_streams == 0
 
 
-async def test_stream_timeout_is_separate_from_idle_timeout(fake: FakeWishub, backend: str) -> None:
+@pytest.mark.anyio
+async def test_stream_timeout_is_separate_from_idle_timeout(fake: FakeWishub) -> None:
     fake.chat.fail_stream(after=2, stall=True)
     async with fake.client(app_key=KEY) as wh:
         stream = await start(wh, idle_timeout=None, stream_timeout=0.3)
@@ -438,7 +445,8 @@ async def test_a_stream_dropped_while_open_warns_and_gives_its_slot_back(
 # -- many keys -----------------------------------------------------------------------
 
 
-async def test_fan_out_streams_and_whole_answers_per_key(fake: FakeWishub, backend: str) -> None:
+@pytest.mark.anyio
+async def test_fan_out_streams_and_whole_answers_per_key(fake: FakeWishub) -> None:
     fake.add_key(KEY2, ["only-mine"])
 
     async def ask(wh: AsyncWishub) -> str:
@@ -456,9 +464,8 @@ async def test_fan_out_streams_and_whole_answers_per_key(fake: FakeWishub, backe
     assert fake.chat.open_streams == 0
 
 
-async def test_in_stream_auth_error_moves_a_map_item_to_another_key(
-    fake: FakeWishub, backend: str
-) -> None:
+@pytest.mark.anyio
+async def test_in_stream_auth_error_moves_a_map_item_to_another_key(fake: FakeWishub) -> None:
     fake.chat.fail_stream(after=0, type="INCORRECT_API_KEY_PROVIDED")
 
     async def ask(wh: AsyncWishub, question: str) -> str:
@@ -527,7 +534,8 @@ def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
     return {**HEAD, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
 
 
-async def test_documented_platform_stream_without_done(backend: str) -> None:
+@pytest.mark.anyio
+async def test_documented_platform_stream_without_done() -> None:
     body = sse(
         chunk({"role": "assistant"}),
         chunk({"content": "你"}),
@@ -545,7 +553,8 @@ async def test_documented_platform_stream_without_done(backend: str) -> None:
     assert transport.open == 0
 
 
-async def test_tool_call_deltas_are_joined(backend: str) -> None:
+@pytest.mark.anyio
+async def test_tool_call_deltas_are_joined() -> None:
     call = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "f"}}
     body = sse(
         chunk({"role": "assistant", "content": None, "tool_calls": [call]}),
@@ -564,7 +573,8 @@ async def test_tool_call_deltas_are_joined(backend: str) -> None:
     assert answer.choices[0].finish_reason == "tool_calls"
 
 
-async def test_only_done_is_an_empty_answer(backend: str) -> None:
+@pytest.mark.anyio
+async def test_only_done_is_an_empty_answer() -> None:
     wh, transport = raw_client([b"data:[DONE]\n\n"])
     async with wh, await start(wh) as stream:
         answer = await stream.collect()
@@ -572,7 +582,8 @@ async def test_only_done_is_an_empty_answer(backend: str) -> None:
     assert transport.open == 0
 
 
-async def test_empty_body_is_a_connection_error_after_retries(backend: str) -> None:
+@pytest.mark.anyio
+async def test_empty_body_is_a_connection_error_after_retries() -> None:
     wh, transport = raw_client([b": ping\n\n"])
     async with wh:
         with pytest.raises(APIConnectionError, match="before its first chunk"):
@@ -580,7 +591,8 @@ async def test_empty_body_is_a_connection_error_after_retries(backend: str) -> N
     assert transport.open == 0
 
 
-async def test_malformed_chunk_is_a_validation_error_and_closes(backend: str) -> None:
+@pytest.mark.anyio
+async def test_malformed_chunk_is_a_validation_error_and_closes() -> None:
     wh, transport = raw_client([sse(chunk({"content": "a"})), b'data:{"choices": 5}\n\n'])
     async with wh:
         stream = await start(wh)
@@ -594,7 +606,8 @@ async def test_malformed_chunk_is_a_validation_error_and_closes(backend: str) ->
 # -- both backends, in-process and over real HTTP ---------------------------------------------
 
 
-async def test_stream_on_both_backends_in_process(fake: FakeWishub, backend: str) -> None:
+@pytest.mark.anyio
+async def test_stream_on_both_backends_in_process(fake: FakeWishub) -> None:
     fake.chat.reasoning = "hmm"
     async with fake.client(app_key=KEY) as wh:
         async with await start(wh, stream_options={"include_usage": True}) as stream:
@@ -608,7 +621,8 @@ async def test_stream_on_both_backends_in_process(fake: FakeWishub, backend: str
     assert fake.chat.open_streams == 0
 
 
-async def test_stream_on_both_backends_over_loopback_http(fake: FakeWishub, backend: str) -> None:
+@pytest.mark.anyio
+async def test_stream_on_both_backends_over_loopback_http(fake: FakeWishub) -> None:
     fake.chat.piece_size = 3
     async with fake.serve() as base_url, AsyncWishub(app_key=KEY, base_url=base_url) as wh:
         async with await start(wh) as stream:
@@ -625,9 +639,8 @@ async def test_stream_on_both_backends_over_loopback_http(fake: FakeWishub, back
     assert fake.chat.open_streams == 0
 
 
-async def test_break_drop_and_byte_pieces_over_loopback_http(
-    fake: FakeWishub, backend: str
-) -> None:
+@pytest.mark.anyio
+async def test_break_drop_and_byte_pieces_over_loopback_http(fake: FakeWishub) -> None:
     fake.chat.piece_size = 1
     async with fake.serve() as base_url, AsyncWishub(app_key=KEY, base_url=base_url) as wh:
         for _ in range(3):
@@ -658,7 +671,8 @@ async def test_break_drop_and_byte_pieces_over_loopback_http(
 # -- open streams hold their slots; their end settles key health ---------------------
 
 
-async def test_open_streams_hold_their_concurrency_slots(fake: FakeWishub, backend: str) -> None:
+@pytest.mark.anyio
+async def test_open_streams_hold_their_concurrency_slots(fake: FakeWishub) -> None:
     async with fake.client(app_key=KEY, max_concurrency=2) as wh:
         first, second = await start(wh), await start(wh)
         assert wh.key_status()[0].in_flight == 2
@@ -672,7 +686,8 @@ async def test_open_streams_hold_their_concurrency_slots(fake: FakeWishub, backe
         assert wh.key_status()[0].in_flight == 0
 
 
-async def test_an_error_mid_stream_counts_against_the_key(fake: FakeWishub, backend: str) -> None:
+@pytest.mark.anyio
+async def test_an_error_mid_stream_counts_against_the_key(fake: FakeWishub) -> None:
     from wishub_async import Hooks, RequestEnded  # noqa: PLC0415
 
     ended: list[RequestEnded] = []
@@ -694,6 +709,7 @@ async def test_an_error_mid_stream_counts_against_the_key(fake: FakeWishub, back
     ]
 
 
+@pytest.mark.asyncio
 @respx.mock(base_url="https://wishub.test/v1")
 async def test_a_whole_answer_to_a_stream_request_still_reads(
     respx_mock: respx.MockRouter,

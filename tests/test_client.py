@@ -11,9 +11,9 @@ import pytest
 import respx
 from conftest import K1, K2, models_body
 
-from wishub_async import AsyncWishub, RetryPolicy
+from wishub_async import AsyncWishub, RetryPolicy, Timeout
 from wishub_async._client import DEFAULT_BASE_URL, DEFAULT_MAX_CONCURRENCY
-from wishub_async._transport import HttpxTransport
+from wishub_async._httpx import HttpxTransport
 from wishub_async.exceptions import ClientStateError, ConfigurationError
 from wishub_async.testing import FakeWishub
 
@@ -26,23 +26,26 @@ def transport_of(client: AsyncWishub) -> HttpxTransport:
     return transport
 
 
-async def test_context_manager_opens_and_closes_the_owned_pool(backend: str) -> None:
+@pytest.mark.anyio
+async def test_context_manager_opens_and_closes_the_owned_pool() -> None:
     async with AsyncWishub(app_key=K1) as wh:
         open_inside = not wh.is_closed
-        pool = transport_of(wh).client
+        pool = transport_of(wh)._client
     assert open_inside
     assert wh.is_closed
     assert pool.is_closed
 
 
-async def test_aclose_is_idempotent(backend: str) -> None:
+@pytest.mark.anyio
+async def test_aclose_is_idempotent() -> None:
     wh = AsyncWishub(app_key=K1)
     await wh.aclose()
     await wh.aclose()
     assert wh.is_closed
 
 
-async def test_use_after_close_raises_a_clear_error(backend: str, fake: FakeWishub) -> None:
+@pytest.mark.anyio
+async def test_use_after_close_raises_a_clear_error(fake: FakeWishub) -> None:
     wh = fake.client(app_key=K1)
     async with wh:
         await wh.models.list()
@@ -54,9 +57,8 @@ async def test_use_after_close_raises_a_clear_error(backend: str, fake: FakeWish
     assert fake.count() == 1
 
 
-async def test_a_client_used_before_async_with_can_still_be_entered(
-    backend: str, fake: FakeWishub
-) -> None:
+@pytest.mark.anyio
+async def test_a_client_used_before_async_with_can_still_be_entered(fake: FakeWishub) -> None:
     wh = fake.client(app_key=K1)
     await wh.models.list()  # opens it implicitly
     async with wh:
@@ -65,7 +67,8 @@ async def test_a_client_used_before_async_with_can_still_be_entered(
     assert fake.count() == 2
 
 
-async def test_a_closed_caller_client_is_a_clear_error(backend: str) -> None:
+@pytest.mark.anyio
+async def test_a_closed_caller_client_is_a_clear_error() -> None:
     mine = httpx.AsyncClient(transport=FakeWishub([K1]))
     await mine.aclose()
     async with AsyncWishub(app_key=K1, base_url=BASE, http_client=mine) as wh:
@@ -73,19 +76,22 @@ async def test_a_closed_caller_client_is_a_clear_error(backend: str) -> None:
             await wh.models.list()
 
 
-async def test_entering_twice_is_refused(backend: str) -> None:
+@pytest.mark.anyio
+async def test_entering_twice_is_refused() -> None:
     async with AsyncWishub(app_key=K1) as wh:
         with pytest.raises(ClientStateError, match="already open"):
             await wh.__aenter__()
 
 
-async def test_a_client_works_without_async_with(backend: str, fake: FakeWishub) -> None:
+@pytest.mark.anyio
+async def test_a_client_works_without_async_with(fake: FakeWishub) -> None:
     wh = fake.client(app_key=K1)
     assert (await wh.models.list()).ids == ["m-1", "测试模型名称1"]
     await wh.aclose()
 
 
-async def test_a_callers_http_client_is_used_and_never_closed(backend: str) -> None:
+@pytest.mark.anyio
+async def test_a_callers_http_client_is_used_and_never_closed() -> None:
     fake = FakeWishub([K1])
     mine = httpx.AsyncClient(transport=fake)
     async with AsyncWishub(app_key=K1, base_url=BASE, http_client=mine) as wh:
@@ -101,7 +107,7 @@ def forget_an_open_client(pools: list[httpx.AsyncClient]) -> None:
             mock.get("/models").respond(json=models_body("m"))
             wh = AsyncWishub(app_key=K1, base_url=BASE)
             await wh.models.list()  # opens it; nobody closes it
-            pools.append(transport_of(wh).client)
+            pools.append(transport_of(wh)._client)
 
     anyio.run(use)
     gc.collect()
@@ -122,9 +128,10 @@ def test_an_unused_client_is_collected_silently() -> None:
         gc.collect()
 
 
-async def test_pool_limits_follow_max_concurrency(backend: str) -> None:
+@pytest.mark.anyio
+async def test_pool_limits_follow_max_concurrency() -> None:
     async with AsyncWishub(app_key=K1, max_concurrency=321) as wh:
-        pool = transport_of(wh).client._transport._pool  # type: ignore[attr-defined]
+        pool = transport_of(wh)._client._transport._pool  # type: ignore[attr-defined]
         assert pool._max_connections == 321
         assert pool._max_keepalive_connections == 20  # see HTTPX_KEEPALIVE
     assert DEFAULT_MAX_CONCURRENCY > 20  # more connections than httpx.s default of 20
@@ -215,6 +222,7 @@ def test_an_authorization_header_option_is_refused() -> None:
         AsyncWishub(app_key=K1, headers={"X-Trace": "a\r\nb"})
 
 
+@pytest.mark.asyncio
 @respx.mock(base_url=BASE, assert_all_called=True)
 async def test_requests_carry_the_key_and_headers(respx_mock: respx.MockRouter) -> None:
     route = respx_mock.get("/models").respond(json=models_body("m"))
@@ -228,6 +236,7 @@ async def test_requests_carry_the_key_and_headers(respx_mock: respx.MockRouter) 
     assert str(sent.url) == f"{BASE}/models"
 
 
+@pytest.mark.asyncio
 @respx.mock(base_url="https://wishub-x6.ctyun.cn/v1")
 async def test_with_options_changes_options_and_shares_the_pool(
     respx_mock: respx.MockRouter,
@@ -254,7 +263,7 @@ def test_with_options_validates_like_the_constructor() -> None:
         wh.with_options(base_url="http://example.com/v1")
     with pytest.raises(ConfigurationError):
         wh.with_options(retry=3)  # type: ignore[arg-type]
-    assert wh.with_options(timeout=5)._options.timeout == httpx.Timeout(5)
+    assert wh.with_options(timeout=5)._options.timeout == Timeout.every(5)
 
 
 def test_repr_shows_state_url_and_key_count_but_no_key() -> None:
@@ -273,7 +282,8 @@ def test_with_key_rejects_an_unknown_label() -> None:
         wh.with_key("team-z")
 
 
-async def test_the_suite_cannot_reach_the_real_platform(backend: str) -> None:
+@pytest.mark.anyio
+async def test_the_suite_cannot_reach_the_real_platform() -> None:
     from wishub_async.exceptions import APIConnectionError  # noqa: PLC0415
 
     async with AsyncWishub(app_key=K1, retry=RetryPolicy(attempts=1)) as wh:

@@ -30,9 +30,10 @@ def f32(values: list[float]) -> tuple[float, ...]:
     return struct.unpack(f"<{len(values)}f", struct.pack(f"<{len(values)}f", *values))
 
 
+@pytest.mark.anyio
 @pytest.mark.parametrize("field", ["embeddings", "embedding"])
 async def test_vectors_from_the_platform_plural_or_openai_singular(
-    fake: FakeWishub, field: Any, backend: str
+    fake: FakeWishub, field: Any
 ) -> None:
     fake.embeddings.field = field
     async with fake.client(app_key=KEY) as wh:
@@ -45,9 +46,8 @@ async def test_vectors_from_the_platform_plural_or_openai_singular(
     assert result.usage.prompt_tokens == 2
 
 
-async def test_base64_vectors_are_decoded_little_endian_float32(
-    fake: FakeWishub, backend: str
-) -> None:
+@pytest.mark.anyio
+async def test_base64_vectors_are_decoded_little_endian_float32(fake: FakeWishub) -> None:
     async with fake.client(app_key=KEY) as wh:
         plain = await wh.embeddings.create(model=MODEL, input="text")
         packed = await wh.embeddings.create(model=MODEL, input="text", encoding_format="base64")
@@ -67,9 +67,8 @@ async def test_base64_vectors_are_decoded_little_endian_float32(
         ([[1, 2], [3]], [[1, 2], [3]]),
     ],
 )
-async def test_input_shapes_and_optional_params(
-    fake: FakeWishub, given: Any, sent: Any, backend: str
-) -> None:
+@pytest.mark.anyio
+async def test_input_shapes_and_optional_params(fake: FakeWishub, given: Any, sent: Any) -> None:
     async with fake.client(app_key=KEY) as wh:
         result = await wh.embeddings.create(
             model=MODEL, input=given, dimensions=4, user="u", extra_body={"x": 1}
@@ -84,7 +83,8 @@ async def test_input_shapes_and_optional_params(
     assert all(len(item.embedding) == 4 for item in result)
 
 
-async def test_error_envelope_inside_a_200(fake: FakeWishub, backend: str) -> None:
+@pytest.mark.anyio
+async def test_error_envelope_inside_a_200(fake: FakeWishub) -> None:
     body = b'{"error": {"code": "500001", "type": "INVOKE_MODEL_ERROR", "message": "x"}}'
     fake.fail(status=200, body=body, times=3)
     async with fake.client(app_key=KEY) as wh:
@@ -94,7 +94,8 @@ async def test_error_envelope_inside_a_200(fake: FakeWishub, backend: str) -> No
     assert fake.count(path="/v1/embeddings") == 3
 
 
-async def test_fan_out_embeddings_with_a_wrong_key(fake: FakeWishub, backend: str) -> None:
+@pytest.mark.anyio
+async def test_fan_out_embeddings_with_a_wrong_key(fake: FakeWishub) -> None:
     async def embed(wh: AsyncWishub) -> int:
         return len(await wh.embeddings.create(model=MODEL, input=["a", "b", "c"]))
 

@@ -11,7 +11,7 @@ import pytest
 import respx
 from conftest import K1
 
-from wishub_async import DEFAULT_ERROR_TABLE, AsyncWishub, ErrorRule, KeyEffect, RetryPolicy
+from wishub_async import DEFAULT_ERROR_TABLE, AsyncWishub, ErrorRule, KeyEffect
 from wishub_async._errors import api_error, parse_retry_after
 from wishub_async._keys import KeyState
 from wishub_async.exceptions import (
@@ -55,6 +55,7 @@ def body(error_type: str | None) -> dict[str, Any]:
     return {"error": {"code": "500001", "type": error_type, "message": "boom"}}
 
 
+@pytest.mark.asyncio
 @pytest.mark.parametrize(("error_type", "status", "cls", "retried", "state"), ROWS)
 @respx.mock(base_url=BASE)
 async def test_every_row_of_the_type_table(  # noqa: PLR0917 - one argument per table column
@@ -80,7 +81,7 @@ async def test_every_row_of_the_type_table(  # noqa: PLR0917 - one argument per 
 
 def test_type_wins_over_status() -> None:
     error = api_error(
-        500, {}, b'{"error": {"type": "insufficient_quota"}}', key=None, table=DEFAULT_ERROR_TABLE
+        500, {}, b'{"error": {"type": "insufficient_quota"}}', label=None, table=DEFAULT_ERROR_TABLE
     )
     assert type(error) is QuotaExceededError
 
@@ -88,7 +89,7 @@ def test_type_wins_over_status() -> None:
 def test_unknown_types_fall_back_to_the_status_then_its_family() -> None:
     def cls(status: int) -> type[APIError]:
         raw = b'{"error": {"type": "SOMETHING_NEW", "message": "x"}}'
-        return type(api_error(status, {}, raw, key=None, table=DEFAULT_ERROR_TABLE))
+        return type(api_error(status, {}, raw, label=None, table=DEFAULT_ERROR_TABLE))
 
     assert cls(429) is RateLimitError
     assert cls(599) is ServerError
@@ -100,10 +101,10 @@ def test_users_extend_the_table() -> None:
     table = DEFAULT_ERROR_TABLE.with_types(
         {"MODEL_BUSY": ErrorRule(ServerError, retry=True, key_effect=KeyEffect.COOL)}
     ).with_statuses({418: ErrorRule(BadRequestError, retry=False)})
-    busy = api_error(400, {}, b'{"error": {"type": "MODEL_BUSY"}}', key=None, table=table)
+    busy = api_error(400, {}, b'{"error": {"type": "MODEL_BUSY"}}', label=None, table=table)
     assert type(busy) is ServerError
     assert table.rule_for("MODEL_BUSY", 400).key_scoped
-    assert type(api_error(418, {}, b"{}", key=None, table=table)) is BadRequestError
+    assert type(api_error(418, {}, b"{}", label=None, table=table)) is BadRequestError
     assert "MODEL_BUSY" not in DEFAULT_ERROR_TABLE.types  # the default is untouched
     with pytest.raises(TypeError):
         table.types["X"] = table.types["MODEL_BUSY"]  # type: ignore[index]
@@ -116,7 +117,9 @@ def test_the_flat_envelope_with_its_quirks() -> None:
         ' "error": {"code": "500004", "message": "AppKey不正确,请使用正确的AppKey",'
         ' "type": "INCORRECT_API_KEY_PROVIDED"}}'
     ).encode()
-    error = api_error(401, {"x-request-id": "req-1"}, raw, key="team-a", table=DEFAULT_ERROR_TABLE)
+    error = api_error(
+        401, {"x-request-id": "req-1"}, raw, label="team-a", table=DEFAULT_ERROR_TABLE
+    )
     assert type(error) is AuthenticationError
     assert (error.type, error.code, error.message) == (
         "INCORRECT_API_KEY_PROVIDED",
@@ -134,7 +137,7 @@ def test_the_flat_envelope_with_its_quirks() -> None:
 
 def test_the_nested_envelope() -> None:
     raw = '{"error": {"code": "500001", "type": "INVOKE_MODEL_ERROR", "message": "服务接口异常"}}'
-    error = api_error(500, {}, raw.encode(), key=None, table=DEFAULT_ERROR_TABLE)
+    error = api_error(500, {}, raw.encode(), label=None, table=DEFAULT_ERROR_TABLE)
     assert type(error) is ServerError
     assert (error.type, error.code, error.message) == ("INVOKE_MODEL_ERROR", 500001, "服务接口异常")
 
@@ -174,7 +177,7 @@ def test_the_nested_envelope() -> None:
 def test_envelope_variants(
     raw: bytes, error_type: str | None, code: int | None, message: str, param: str | None
 ) -> None:
-    error = api_error(400, {}, raw, key=None, table=DEFAULT_ERROR_TABLE)
+    error = api_error(400, {}, raw, label=None, table=DEFAULT_ERROR_TABLE)
     assert (error.type, error.code, error.message, error.param) == (
         error_type,
         code,
@@ -205,7 +208,9 @@ def test_envelope_variants(
 def test_non_json_error_bodies_keep_status_and_an_excerpt(
     raw: bytes, content_type: str, expected: str
 ) -> None:
-    error = api_error(502, {"content-type": content_type}, raw, key=None, table=DEFAULT_ERROR_TABLE)
+    error = api_error(
+        502, {"content-type": content_type}, raw, label=None, table=DEFAULT_ERROR_TABLE
+    )
     assert type(error) is ServerError
     assert error.status_code == 502
     assert error.message.startswith(expected)
@@ -213,7 +218,9 @@ def test_non_json_error_bodies_keep_status_and_an_excerpt(
 
 def test_a_huge_html_page_is_cut_to_a_short_excerpt() -> None:
     raw = b"<html>" + b"x" * 100_000 + b"</html>"
-    error = api_error(503, {"content-type": "text/html"}, raw, key=None, table=DEFAULT_ERROR_TABLE)
+    error = api_error(
+        503, {"content-type": "text/html"}, raw, label=None, table=DEFAULT_ERROR_TABLE
+    )
     assert len(str(error)) < 300
     assert error.body == raw.decode()  # the raw body is kept
 
@@ -250,7 +257,7 @@ def test_errors_carry_retry_after_and_should_retry() -> None:
         429,
         {"retry-after": "2", "x-should-retry": "false"},
         b"{}",
-        key=None,
+        label=None,
         table=DEFAULT_ERROR_TABLE,
     )
     assert error.retry_after == 2.0
@@ -264,12 +271,12 @@ def test_errors_pickle_with_their_fields() -> None:
         401,
         {},
         b'{"error": {"type": "invalid_api_key", "message": "m"}}',
-        key="k",
+        label="k",
         table=DEFAULT_ERROR_TABLE,
     )
     copy = pickle.loads(pickle.dumps(error))  # noqa: S301 - our own object
     assert type(copy) is AuthenticationError
-    assert (copy.status_code, copy.type, copy.key, str(copy)) == (
+    assert (copy.status_code, copy.type, copy.label, str(copy)) == (
         401,
         "invalid_api_key",
         "k",
@@ -277,8 +284,8 @@ def test_errors_pickle_with_their_fields() -> None:
     )
 
 
-def test_the_default_policy_uses_the_default_table() -> None:
-    assert RetryPolicy().error_table is DEFAULT_ERROR_TABLE
+def test_the_default_client_uses_the_default_table() -> None:
+    assert AsyncWishub(app_key="k" * 32)._options.error_table is DEFAULT_ERROR_TABLE
 
 
 def test_a_redirect_names_where_it_pointed() -> None:
@@ -286,7 +293,7 @@ def test_a_redirect_names_where_it_pointed() -> None:
         301,
         {"location": "https://elsewhere.example/v1/models"},
         b"",
-        key=None,
+        label=None,
         table=DEFAULT_ERROR_TABLE,
     )
     assert type(error) is APIError
@@ -317,12 +324,13 @@ def test_openai_shaped_errors_are_classified_by_code_then_status(
     status: int, error: dict[str, Any], cls: type[APIError]
 ) -> None:
     raw = json.dumps({"error": {"message": "m", "param": None, **error}}).encode()
-    built = api_error(status, {}, raw, key=None, table=DEFAULT_ERROR_TABLE)
+    built = api_error(status, {}, raw, label=None, table=DEFAULT_ERROR_TABLE)
     assert type(built) is cls
     assert built.rule is DEFAULT_ERROR_TABLE.rule_for(error["type"], status, error.get("code"))
     assert built.type == error["type"]
 
 
+@pytest.mark.asyncio
 @respx.mock(base_url=BASE)
 async def test_an_openai_style_401_quarantines_the_key(respx_mock: respx.MockRouter) -> None:
     body = {

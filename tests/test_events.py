@@ -33,7 +33,8 @@ class Recorder:
         )
 
 
-async def test_a_retried_call_reports_its_retries_and_its_end(backend: str) -> None:
+@pytest.mark.anyio
+async def test_a_retried_call_reports_its_retries_and_its_end() -> None:
     seen = Recorder()
     fake = FakeWishub([K1])
     fake.fail(K1, retry_after="2", times=1)
@@ -43,7 +44,7 @@ async def test_a_retried_call_reports_its_retries_and_its_end(backend: str) -> N
         RetryScheduled("GET", "/models", "a", 1, "INVOKE_MODEL_ERROR", 2.0, moved=False)
     ]
     [end] = seen.ended
-    assert (end.method, end.path, end.key, end.status_code, end.error, end.attempts) == (
+    assert (end.method, end.path, end.label, end.status_code, end.error, end.attempts) == (
         "GET",
         "/models",
         "a",
@@ -54,7 +55,8 @@ async def test_a_retried_call_reports_its_retries_and_its_end(backend: str) -> N
     assert end.elapsed >= 0
 
 
-async def test_a_failed_call_reports_its_error(backend: str) -> None:
+@pytest.mark.anyio
+async def test_a_failed_call_reports_its_error() -> None:
     seen = Recorder()
     fake = FakeWishub([K1])
     fake.fail(K1, times=5)
@@ -63,10 +65,11 @@ async def test_a_failed_call_reports_its_error(backend: str) -> None:
             await wh.models.list()
     [end] = seen.ended
     assert (end.status_code, end.error, end.attempts) == (500, "INVOKE_MODEL_ERROR", 2)
-    assert end.key == "…" + K1[-4:]
+    assert end.label == "…" + K1[-4:]
 
 
-async def test_key_state_changes_are_reported_with_reasons(backend: str) -> None:
+@pytest.mark.anyio
+async def test_key_state_changes_are_reported_with_reasons() -> None:
     seen = Recorder()
     fake = FakeWishub([K1, K2])
     fake.fail(K2, type="rate_limit_exceeded", retry_after="5", times=1)
@@ -74,7 +77,7 @@ async def test_key_state_changes_are_reported_with_reasons(backend: str) -> None
         await wh.fan_out(lambda view: view.models.list())
         fake.add_key(WRONG)
         await wh.check_keys()
-    by_key = {(c.key, c.old, c.new, c.reason) for c in seen.changes}
+    by_key = {(c.label, c.old, c.new, c.reason) for c in seen.changes}
     assert ("bad", KeyState.HEALTHY, KeyState.QUARANTINED, "INCORRECT_API_KEY_PROVIDED") in by_key
     assert ("b", KeyState.HEALTHY, KeyState.COOLING, "rate_limit_exceeded") in by_key
     assert ("bad", KeyState.QUARANTINED, KeyState.HEALTHY, None) in by_key
@@ -82,7 +85,8 @@ async def test_key_state_changes_are_reported_with_reasons(backend: str) -> None
     assert all(WRONG not in repr(c) and K2 not in repr(c) for c in seen.changes)
 
 
-async def test_a_key_move_is_reported(backend: str) -> None:
+@pytest.mark.anyio
+async def test_a_key_move_is_reported() -> None:
     seen = Recorder()
     fake = FakeWishub([K1])
     async with fake.client(app_keys={"bad": WRONG, "a": K1}, hooks=seen.hooks()) as wh:
@@ -91,7 +95,7 @@ async def test_a_key_move_is_reported(backend: str) -> None:
     assert outcomes[0].label == "a"
     # Equal load picks keys in the order given: "bad" first, then the call moves.
     [move] = seen.retries
-    assert (move.key, move.moved, move.wait, move.error) == (
+    assert (move.label, move.moved, move.wait, move.error) == (
         "bad",
         True,
         0.0,
@@ -99,8 +103,9 @@ async def test_a_key_move_is_reported(backend: str) -> None:
     )
 
 
+@pytest.mark.anyio
 async def test_a_broken_hook_is_logged_and_does_not_fail_the_call(
-    backend: str, caplog: pytest.LogCaptureFixture
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     def broken(event: RequestEnded) -> None:
         raise RuntimeError("exporter down")
@@ -113,7 +118,8 @@ async def test_a_broken_hook_is_logged_and_does_not_fail_the_call(
     assert K1 not in caplog.text
 
 
-async def test_with_options_can_change_hooks(backend: str) -> None:
+@pytest.mark.anyio
+async def test_with_options_can_change_hooks() -> None:
     seen = Recorder()
     fake = FakeWishub([K1])
     async with fake.client(app_key=K1) as wh:

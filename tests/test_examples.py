@@ -53,7 +53,8 @@ async def served(app: web.Application) -> AsyncIterator[TestClient[web.Request, 
 # -- FastAPI ---------------------------------------------------------------------
 
 
-async def test_fastapi_lists_models_and_closes_its_client(backend: str, fake: FakeWishub) -> None:
+@pytest.mark.anyio
+async def test_fastapi_lists_models_and_closes_its_client(fake: FakeWishub) -> None:
     build, built = factory(fake, app_key=K1)
     app = fastapi_app.create_app(build)
     async with asgi(app) as http:
@@ -77,6 +78,7 @@ async def test_fastapi_lists_models_and_closes_its_client(backend: str, fake: Fa
         ({"type": None, "shape": "drop"}, 502, "APIConnectionError"),
     ],
 )
+@pytest.mark.asyncio
 async def test_fastapi_turns_platform_failures_into_json(
     fake: FakeWishub, failure: dict[str, Any], status: int, error_class: str
 ) -> None:
@@ -89,6 +91,7 @@ async def test_fastapi_turns_platform_failures_into_json(
         assert K1 not in reply.text
 
 
+@pytest.mark.asyncio
 async def test_fastapi_a_wrong_key_is_a_bad_gateway_and_not_sent_again(fake: FakeWishub) -> None:
     build, _ = factory(fake, app_keys={"prod": WRONG})
     async with asgi(fastapi_app.create_app(build)) as http:
@@ -104,6 +107,7 @@ async def test_fastapi_a_wrong_key_is_a_bad_gateway_and_not_sent_again(fake: Fak
     assert fake.count(WRONG) == 1
 
 
+@pytest.mark.asyncio
 async def test_fastapi_module_app_reads_the_environment(
     monkeypatch: pytest.MonkeyPatch, fake: FakeWishub
 ) -> None:
@@ -118,6 +122,7 @@ async def test_fastapi_module_app_reads_the_environment(
 # -- aiohttp (asyncio only) ------------------------------------------------------
 
 
+@pytest.mark.asyncio
 async def test_aiohttp_lists_models_and_closes_its_client(fake: FakeWishub) -> None:
     build, built = factory(fake, app_keys={"team-a": K1, "team-b": K2})
     async with served(aiohttp_app.create_app(build)) as client:
@@ -134,6 +139,7 @@ async def test_aiohttp_lists_models_and_closes_its_client(fake: FakeWishub) -> N
     assert [client.is_closed for client in built] == [True]
 
 
+@pytest.mark.asyncio
 async def test_aiohttp_a_platform_failure_is_a_bad_gateway(fake: FakeWishub) -> None:
     fake.fail(times=3, type="INVOKE_MODEL_ERROR")
     build, _ = factory(fake, app_key=K1)
@@ -145,6 +151,7 @@ async def test_aiohttp_a_platform_failure_is_a_bad_gateway(fake: FakeWishub) -> 
     assert fake.count(K1) == 3  # the default policy's three attempts
 
 
+@pytest.mark.asyncio
 async def test_aiohttp_a_wrong_key_is_a_bad_gateway_and_not_sent_again(fake: FakeWishub) -> None:
     build, _ = factory(fake, app_keys={"prod": WRONG})
     async with served(aiohttp_app.create_app(build)) as client:
@@ -158,7 +165,8 @@ async def test_aiohttp_a_wrong_key_is_a_bad_gateway_and_not_sent_again(fake: Fak
     assert fake.count(WRONG) == 1
 
 
-async def test_fastapi_relays_a_streamed_answer(backend: str, fake: FakeWishub) -> None:
+@pytest.mark.anyio
+async def test_fastapi_relays_a_streamed_answer(fake: FakeWishub) -> None:
     build, built = factory(fake, app_key=K1)
     model = fake.models_of(K1)[0]
     async with asgi(fastapi_app.create_app(build)) as http:

@@ -20,7 +20,8 @@ async def raw(fake: FakeWishub, key: str | None = K1, path: str = "/v1/models") 
         return await client.get(path, headers=headers)
 
 
-async def test_models_are_per_key_and_shaped_like_the_platform(backend: str) -> None:
+@pytest.mark.anyio
+async def test_models_are_per_key_and_shaped_like_the_platform() -> None:
     fake = FakeWishub({K1: ["a", "b"], K2: ["c"]})
     body = (await raw(fake)).json()
     assert body == {
@@ -33,7 +34,8 @@ async def test_models_are_per_key_and_shaped_like_the_platform(backend: str) -> 
     assert [m["id"] for m in (await raw(fake, K2)).json()["data"]] == ["c"]
 
 
-async def test_a_wrong_or_missing_key_gets_the_500004_envelope(backend: str) -> None:
+@pytest.mark.anyio
+async def test_a_wrong_or_missing_key_gets_the_500004_envelope() -> None:
     fake = FakeWishub([K1])
     for key in (WRONG, None):
         reply = await raw(fake, key)
@@ -50,14 +52,16 @@ async def test_a_wrong_or_missing_key_gets_the_500004_envelope(backend: str) -> 
         }
 
 
-async def test_without_keys_any_key_is_accepted(backend: str) -> None:
+@pytest.mark.anyio
+async def test_without_keys_any_key_is_accepted() -> None:
     fake = FakeWishub()
     assert [m["id"] for m in (await raw(fake, WRONG)).json()["data"]] == list(DEFAULT_MODELS)
     fake.add_key(K1, ["only"])
     assert [m["id"] for m in (await raw(fake)).json()["data"]] == ["only"]
 
 
-async def test_scripts_run_in_order_key_specific_first(backend: str) -> None:
+@pytest.mark.anyio
+async def test_scripts_run_in_order_key_specific_first() -> None:
     fake = FakeWishub([K1, K2])
     fake.fail(type="server_error", times=1)
     fake.fail(K1, type="rate_limit_exceeded", retry_after="3", times=2)
@@ -66,7 +70,8 @@ async def test_scripts_run_in_order_key_specific_first(backend: str) -> None:
     assert (await raw(fake, K2)).status_code == 200
 
 
-async def test_scripted_shapes(backend: str) -> None:
+@pytest.mark.anyio
+async def test_scripted_shapes() -> None:
     fake = FakeWishub([K1])
     fake.fail(K1, type="INVOKE_MODEL_ERROR", shape="flat")
     flat = (await raw(fake)).json()
@@ -93,7 +98,8 @@ async def test_scripted_shapes(backend: str) -> None:
         await raw(fake)
 
 
-async def test_the_request_log_counts_and_redacts(backend: str) -> None:
+@pytest.mark.anyio
+async def test_the_request_log_counts_and_redacts() -> None:
     fake = FakeWishub([K1])
     await raw(fake)
     await raw(fake, WRONG)
@@ -106,7 +112,8 @@ async def test_the_request_log_counts_and_redacts(backend: str) -> None:
     assert "authorization" not in fake.requests[0].headers
 
 
-async def test_the_served_fake_answers_the_same_over_http(backend: str) -> None:
+@pytest.mark.anyio
+async def test_the_served_fake_answers_the_same_over_http() -> None:
     fake = FakeWishub({K1: ["a"]})
     fake.fail(K1, type="rate_limit_exceeded", retry_after="1")
     async with fake.serve() as base_url, httpx.AsyncClient() as client:
@@ -123,7 +130,8 @@ def test_client_refuses_a_base_url_it_would_ignore() -> None:
         FakeWishub().client(app_key=K1, base_url="http://127.0.0.1:1/v1")
 
 
-async def test_the_sdk_against_both_mounts(backend: str) -> None:
+@pytest.mark.anyio
+async def test_the_sdk_against_both_mounts() -> None:
     fake = FakeWishub({K1: ["a"]})
     async with fake.client(app_key=K1) as wh:
         assert (await wh.models.list()).ids == ["a"]

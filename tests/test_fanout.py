@@ -10,10 +10,9 @@ from datetime import UTC, datetime, timedelta
 import anyio
 import httpx
 import pytest
-from conftest import K1, K2, WRONG
+from conftest import K1, K2, WRONG, assert_nothing_held
 
-from wishub_async import AsyncWishub, KeyState, RetryPolicy
-from wishub_async._transport import HttpxTransport
+from wishub_async import AsyncWishub, KeyPolicy, KeyState, RetryPolicy
 from wishub_async.exceptions import (
     AuthenticationError,
     ConfigurationError,
@@ -37,7 +36,8 @@ async def list_for_item(wh: AsyncWishub, _: object) -> int:
     return len(await wh.models.list())
 
 
-async def test_fifty_keys_five_wrong_five_rate_limited(backend: str) -> None:
+@pytest.mark.anyio
+async def test_fifty_keys_five_wrong_five_rate_limited() -> None:
     good = keys(45)
     wrong = keys(5)
     fake = FakeWishub(good)
@@ -62,8 +62,9 @@ async def test_fifty_keys_five_wrong_five_rate_limited(backend: str) -> None:
     assert "5 of 50 calls failed" in str(group.value)
 
 
+@pytest.mark.anyio
 @pytest.mark.real_waits
-async def test_limits_are_never_exceeded_at_the_server(backend: str) -> None:
+async def test_limits_are_never_exceeded_at_the_server() -> None:
     some = keys(5)
     fake = FakeWishub(some, latency=0.005)
     async with fake.client(app_keys=some, max_concurrency=6, per_key_concurrency=2) as wh:
@@ -74,7 +75,8 @@ async def test_limits_are_never_exceeded_at_the_server(backend: str) -> None:
     assert fake.peak_in_flight_total == 6  # the limit was reached, not just respected
 
 
-async def test_map_spreads_a_thousand_items_fairly_over_twenty_keys(backend: str) -> None:
+@pytest.mark.anyio
+async def test_map_spreads_a_thousand_items_fairly_over_twenty_keys() -> None:
     twenty = keys(20)
     fake = FakeWishub(twenty)
     async with fake.client(app_keys=twenty) as wh:
@@ -86,7 +88,8 @@ async def test_map_spreads_a_thousand_items_fairly_over_twenty_keys(backend: str
     assert max(per_key.values()) <= 2 * 1000 / 20
 
 
-async def test_map_keeps_input_order_and_reports_each_item(backend: str) -> None:
+@pytest.mark.anyio
+async def test_map_keeps_input_order_and_reports_each_item() -> None:
     fake = FakeWishub([K1, K2])
 
     async def echo(wh: AsyncWishub, item: str) -> str:
@@ -102,7 +105,8 @@ async def test_map_keeps_input_order_and_reports_each_item(backend: str) -> None
     assert all(outcome.attempts == 1 and outcome.elapsed >= 0 for outcome in outcomes)
 
 
-async def test_a_wrong_key_in_map_moves_items_to_other_keys(backend: str) -> None:
+@pytest.mark.anyio
+async def test_a_wrong_key_in_map_moves_items_to_other_keys() -> None:
     fake = FakeWishub([K1, K2])
     async with fake.client(app_keys={"bad": WRONG, "a": K1, "b": K2}) as wh:
         outcomes = await wh.map(list_for_item, range(30))
@@ -116,8 +120,9 @@ async def test_a_wrong_key_in_map_moves_items_to_other_keys(backend: str) -> Non
     assert all(outcome.label in {"a", "b"} for outcome in outcomes)
 
 
+@pytest.mark.anyio
 async def test_a_rate_limit_in_map_moves_instead_of_waiting(
-    backend: str, debug_log: pytest.LogCaptureFixture
+    debug_log: pytest.LogCaptureFixture,
 ) -> None:
     fake = FakeWishub([K1, K2])
     fake.fail(K1, type="rate_limit_exceeded", retry_after="30", times=1)
@@ -130,7 +135,8 @@ async def test_a_rate_limit_in_map_moves_instead_of_waiting(
     assert "retrying in" not in debug_log.text
 
 
-async def test_when_every_key_is_wrong_each_item_says_why(backend: str) -> None:
+@pytest.mark.anyio
+async def test_when_every_key_is_wrong_each_item_says_why() -> None:
     fake = FakeWishub([K1])
     bad = keys(3)
     async with fake.client(app_keys=bad) as wh:
@@ -146,7 +152,8 @@ async def test_when_every_key_is_wrong_each_item_says_why(backend: str) -> None:
     assert sum(fake.count(key) for key in bad) <= 10
 
 
-async def test_a_long_cooling_fails_fast_with_the_keys_last_error(backend: str) -> None:
+@pytest.mark.anyio
+async def test_a_long_cooling_fails_fast_with_the_keys_last_error() -> None:
     fake = FakeWishub([K1])
     fake.fail(K1, type="insufficient_quota", times=1)
     async with fake.client(app_key=K1) as wh:
@@ -161,7 +168,8 @@ async def test_a_long_cooling_fails_fast_with_the_keys_last_error(backend: str) 
     assert fake.count(K1) == 1
 
 
-async def test_a_short_cooling_past_the_deadline_fails_fast(backend: str) -> None:
+@pytest.mark.anyio
+async def test_a_short_cooling_past_the_deadline_fails_fast() -> None:
     fake = FakeWishub([K1])
     fake.fail(K1, type="rate_limit_exceeded", retry_after="20", times=1)
     async with fake.client(app_key=K1, retry=RetryPolicy(attempts=1, deadline=5)) as wh:
@@ -172,7 +180,8 @@ async def test_a_short_cooling_past_the_deadline_fails_fast(backend: str) -> Non
     assert fake.count(K1) == 1
 
 
-async def test_a_wrong_single_key_keeps_raising_authentication_errors(backend: str) -> None:
+@pytest.mark.anyio
+async def test_a_wrong_single_key_keeps_raising_authentication_errors() -> None:
     fake = FakeWishub([K1])
     async with fake.client(app_key=WRONG) as wh:
         with pytest.raises(AuthenticationError) as first:
@@ -191,7 +200,8 @@ async def test_a_wrong_single_key_keeps_raising_authentication_errors(backend: s
     assert fake.count(WRONG) == 1
 
 
-async def test_a_cooling_key_is_waited_for_without_a_deadline(backend: str) -> None:
+@pytest.mark.anyio
+async def test_a_cooling_key_is_waited_for_without_a_deadline() -> None:
     fake = FakeWishub([K1])
     fake.fail(K1, type="rate_limit_exceeded", retry_after="2", times=1)
     async with fake.client(app_key=K1, retry=RetryPolicy(attempts=1)) as wh:
@@ -201,7 +211,8 @@ async def test_a_cooling_key_is_waited_for_without_a_deadline(backend: str) -> N
         assert len(await wh.models.list()) == 3  # waited out the cooling (instantly here)
 
 
-async def test_repeated_server_errors_cool_a_key_briefly(backend: str) -> None:
+@pytest.mark.anyio
+async def test_repeated_server_errors_cool_a_key_briefly() -> None:
     fake = FakeWishub([K1, K2])
     fake.fail(K1, times=3)
     async with fake.client(app_keys=[K1, K2], retry=RetryPolicy(attempts=1)) as wh:
@@ -217,7 +228,8 @@ async def test_repeated_server_errors_cool_a_key_briefly(backend: str) -> None:
         assert outcome.label == "key-1"  # the cooling key is skipped
 
 
-async def test_fan_out_over_chosen_keys_and_unknown_labels(backend: str) -> None:
+@pytest.mark.anyio
+async def test_fan_out_over_chosen_keys_and_unknown_labels() -> None:
     fake = FakeWishub([K1, K2])
     async with fake.client(app_keys={"a": K1, "b": K2}) as wh:
         outcomes = await wh.fan_out(list_models, keys=["b"])
@@ -228,7 +240,8 @@ async def test_fan_out_over_chosen_keys_and_unknown_labels(backend: str) -> None
     assert fake.count(K1) == 0  # nothing was sent for the bad call
 
 
-async def test_map_as_completed_yields_every_outcome(backend: str) -> None:
+@pytest.mark.anyio
+async def test_map_as_completed_yields_every_outcome() -> None:
     fake = FakeWishub([K1])
     async with fake.client(app_key=K1) as wh, wh.map_as_completed(list_for_item, range(25)) as out:
         seen = [outcome async for outcome in out]
@@ -236,8 +249,9 @@ async def test_map_as_completed_yields_every_outcome(backend: str) -> None:
     assert all(outcome.value == 3 for outcome in seen)
 
 
+@pytest.mark.anyio
 @pytest.mark.real_waits
-async def test_leaving_map_as_completed_early_cancels_the_rest(backend: str) -> None:
+async def test_leaving_map_as_completed_early_cancels_the_rest() -> None:
     fake = FakeWishub([K1], latency=0.05)
     async with fake.client(app_key=K1, max_concurrency=4) as wh:
         async with wh.map_as_completed(list_for_item, range(1000)) as outcomes:
@@ -247,7 +261,8 @@ async def test_leaving_map_as_completed_early_cancels_the_rest(backend: str) -> 
         assert len(await wh.models.list()) == 3
 
 
-async def test_check_keys_probes_every_key_and_lifts_quarantine(backend: str) -> None:
+@pytest.mark.anyio
+async def test_check_keys_probes_every_key_and_lifts_quarantine() -> None:
     fake = FakeWishub([K1])
     async with fake.client(app_keys={"a": K1, "b": K2}) as wh:
         await wh.fan_out(list_models)
@@ -258,7 +273,8 @@ async def test_check_keys_probes_every_key_and_lifts_quarantine(backend: str) ->
         assert [s.state for s in wh.key_status()] == [KeyState.HEALTHY, KeyState.HEALTHY]
 
 
-async def test_key_status_is_a_secret_free_snapshot(backend: str) -> None:
+@pytest.mark.anyio
+async def test_key_status_is_a_secret_free_snapshot() -> None:
     fake = FakeWishub([K1])
     async with fake.client(app_keys={"a": K1, "b": WRONG}) as wh:
         await wh.fan_out(list_models)
@@ -291,7 +307,8 @@ def test_labels_are_unique_even_when_tails_collide() -> None:
     assert all(secret not in repr(wh) for secret in many[:10])
 
 
-async def test_cancelling_a_fan_out_stops_it_and_leaks_no_connection(backend: str) -> None:
+@pytest.mark.anyio
+async def test_cancelling_a_fan_out_stops_it_and_leaks_no_connection() -> None:
     some = keys(8)
     fake = FakeWishub(some)
     async with fake.serve() as base_url, AsyncWishub(app_keys=some, base_url=base_url) as wh:
@@ -300,23 +317,15 @@ async def test_cancelling_a_fan_out_stops_it_and_leaks_no_connection(backend: st
         with anyio.move_on_after(0.3) as scope:
             await wh.fan_out(list_models)
         assert scope.cancelled_caught
-        transport = wh._shared.transport
-        assert isinstance(transport, HttpxTransport)
-        pool = transport.client._transport._pool  # type: ignore[attr-defined]
-        assert (
-            all(
-                not connection.is_closed() and connection.is_idle()
-                for connection in pool.connections
-            )
-            or not pool.connections
-        )
+        assert_nothing_held(wh)
         assert all(status.in_flight == 0 for status in wh.key_status())
         fake.latency = 0
         again = await wh.fan_out(list_models)
         assert all(outcome.ok for outcome in again)
 
 
-async def test_a_caller_client_with_a_small_pool_still_works(backend: str) -> None:
+@pytest.mark.anyio
+async def test_a_caller_client_with_a_small_pool_still_works() -> None:
     some = keys(10)
     fake = FakeWishub(some)
     small = httpx.AsyncClient(transport=fake, limits=httpx.Limits(max_connections=2))
@@ -328,8 +337,9 @@ async def test_a_caller_client_with_a_small_pool_still_works(backend: str) -> No
     await small.aclose()
 
 
+@pytest.mark.anyio
 @pytest.mark.real_waits
-async def test_waiting_happens_in_our_queue_not_in_the_httpx_pool(backend: str) -> None:
+async def test_waiting_happens_in_our_queue_not_in_the_httpx_pool() -> None:
     some = keys(4)
     fake = FakeWishub(some, latency=0.02)
     tight_pool = httpx.Timeout(10.0, pool=0.001)  # httpx would give up at once
@@ -342,7 +352,8 @@ async def test_waiting_happens_in_our_queue_not_in_the_httpx_pool(backend: str) 
     assert fake.peak_in_flight_total == 8
 
 
-async def test_requests_the_server_rejects_do_not_cool_a_key(backend: str) -> None:
+@pytest.mark.anyio
+async def test_requests_the_server_rejects_do_not_cool_a_key() -> None:
     fake = FakeWishub([K1])
     fake.fail(K1, type="invalid_request_error", times=5)
     async with fake.client(app_key=K1) as wh:
@@ -353,7 +364,8 @@ async def test_requests_the_server_rejects_do_not_cool_a_key(backend: str) -> No
     assert (status.state, status.failures) == (KeyState.HEALTHY, 5)
 
 
-async def test_with_many_keys_the_choice_stays_even_and_skips_bad_keys(backend: str) -> None:
+@pytest.mark.anyio
+async def test_with_many_keys_the_choice_stays_even_and_skips_bad_keys() -> None:
     hundred = keys(100)
     wrong = keys(20)
     fake = FakeWishub(hundred)
@@ -370,8 +382,9 @@ async def test_with_many_keys_the_choice_stays_even_and_skips_bad_keys(backend: 
     assert sum(fake.count(key) for key in wrong) <= 2 * len(wrong)
 
 
+@pytest.mark.anyio
 @pytest.mark.real_waits
-async def test_calls_queued_for_a_busy_key_do_not_block_other_keys(backend: str) -> None:
+async def test_calls_queued_for_a_busy_key_do_not_block_other_keys() -> None:
     fake = FakeWishub([K1, K2], latency=0.05)
     async with (
         fake.client(app_keys={"a": K1, "b": K2}, max_concurrency=2, per_key_concurrency=1) as wh,
@@ -385,8 +398,9 @@ async def test_calls_queued_for_a_busy_key_do_not_block_other_keys(backend: str)
     assert order.index(K2) <= 1  # b was served alongside a's first call, not after all six
 
 
+@pytest.mark.anyio
 @pytest.mark.real_waits
-async def test_a_wait_for_cooling_does_not_end_a_newer_cooling(backend: str) -> None:
+async def test_a_wait_for_cooling_does_not_end_a_newer_cooling() -> None:
     fake = FakeWishub([K1])
     async with fake.client(app_key=K1, retry=RetryPolicy(max_retry_after=10)) as wh:
         key = wh._shared.ring.keys[0]
@@ -404,20 +418,23 @@ async def test_a_wait_for_cooling_does_not_end_a_newer_cooling(backend: str) -> 
     assert fake.count() == 0
 
 
-async def test_key_moves_are_bounded(backend: str) -> None:
+@pytest.mark.anyio
+async def test_key_moves_are_bounded() -> None:
     seven = keys(7)
     fake = FakeWishub(seven)
     for key in seven:
         fake.fail(key, type="rate_limit_exceeded", retry_after="1", times=10)
-    policy = RetryPolicy(max_key_moves=2, attempts=2)
-    async with fake.client(app_keys=seven, retry=policy) as wh:
+    policy = RetryPolicy(attempts=2)
+    moves = KeyPolicy(max_key_moves=2)
+    async with fake.client(app_keys=seven, retry=policy, key_policy=moves) as wh:
         [outcome] = await wh.map(list_for_item, ["one"])
     assert isinstance(outcome.error, RateLimitError)
     assert outcome.attempts == 1 + 2 + 1  # first try, two moves, one retry
     assert fake.count() == 4
 
 
-async def test_an_error_in_the_map_as_completed_block_is_raised_as_is(backend: str) -> None:
+@pytest.mark.anyio
+async def test_an_error_in_the_map_as_completed_block_is_raised_as_is() -> None:
     fake = FakeWishub([K1])
 
     class StopError(Exception):

@@ -59,10 +59,9 @@ TRANSIENT: dict[str, tuple[dict[str, Any], type[WishubError], type[Exception] | 
 }
 
 
+@pytest.mark.anyio
 @pytest.mark.parametrize("name", TRANSIENT)
-async def test_a_transient_fault_is_retried_then_typed(
-    backend: str, fake: FakeWishub, name: str
-) -> None:
+async def test_a_transient_fault_is_retried_then_typed(fake: FakeWishub, name: str) -> None:
     failure, error_class, cause = TRANSIENT[name]
     async with over_http(fake, timeout=READ_TIMEOUT) as wh:
         fake.fail(K1, times=1, **failure)
@@ -94,10 +93,9 @@ PERMANENT: dict[str, tuple[dict[str, Any], type[WishubError]]] = {
 }  # fmt: skip
 
 
+@pytest.mark.anyio
 @pytest.mark.parametrize("name", PERMANENT)
-async def test_a_permanent_fault_is_typed_and_not_retried(
-    backend: str, fake: FakeWishub, name: str
-) -> None:
+async def test_a_permanent_fault_is_typed_and_not_retried(fake: FakeWishub, name: str) -> None:
     failure, error_class = PERMANENT[name]
     fake.fail(K1, times=1, **failure)
     async with over_http(fake) as wh:
@@ -109,7 +107,8 @@ async def test_a_permanent_fault_is_typed_and_not_retried(
     assert fake.count(K1) == 2
 
 
-async def test_a_refused_connection_is_retried_then_typed(backend: str) -> None:
+@pytest.mark.anyio
+async def test_a_refused_connection_is_retried_then_typed() -> None:
     async with AsyncWishub(app_key=K1, base_url=f"http://127.0.0.1:{closed_port()}/v1") as wh:
         with pytest.raises(APIConnectionError) as caught:
             await wh.models.list()
@@ -120,16 +119,16 @@ async def test_a_refused_connection_is_retried_then_typed(backend: str) -> None:
     assert (status.failures, status.successes) == (3, 0)  # nobody listens to count them
 
 
-async def test_a_reset_says_so_on_every_backend(backend: str, fake: FakeWishub) -> None:
+@pytest.mark.anyio
+async def test_a_reset_says_so_on_every_backend(fake: FakeWishub) -> None:
     fake.fail(K1, shape="reset", times=3)
     async with over_http(fake) as wh:
         with pytest.raises(APIConnectionError, match=r"\(ReadError\): .*reset by peer"):
             await wh.models.list()  # asyncio's ReadError has no text: the cause's is shown
 
 
-async def test_a_json_body_with_the_wrong_content_type_is_read(
-    backend: str, fake: FakeWishub
-) -> None:
+@pytest.mark.anyio
+async def test_a_json_body_with_the_wrong_content_type_is_read(fake: FakeWishub) -> None:
     body = json.dumps({"object": "list", "data": [{"id": "x", "created": 1}]}).encode()
     fake.fail(K1, status=200, body=body, headers={"content-type": "text/plain"})
     async with over_http(fake) as wh:
@@ -137,7 +136,8 @@ async def test_a_json_body_with_the_wrong_content_type_is_read(
     assert fake.count(K1) == 1
 
 
-async def test_a_huge_model_list_is_parsed_whole(backend: str, fake: FakeWishub) -> None:
+@pytest.mark.anyio
+async def test_a_huge_model_list_is_parsed_whole(fake: FakeWishub) -> None:
     ids = [f"model-{number:06d}" for number in range(50_000)]  # a 3.6 MB body
     fake.add_key(K1, ids)
     async with over_http(fake) as wh:
@@ -151,8 +151,9 @@ async def test_a_huge_model_list_is_parsed_whole(backend: str, fake: FakeWishub)
     [{"retry-after": "120"}, {"retry-after-ms": "120000"}, {"retry-after": "in 2 minutes"}],
     ids=["seconds", "ms", "http-date"],
 )
+@pytest.mark.anyio
 async def test_a_retry_after_beyond_the_deadline_fails_at_once(
-    backend: str, fake: FakeWishub, headers: dict[str, str]
+    fake: FakeWishub, headers: dict[str, str]
 ) -> None:
     if headers.get("retry-after") == "in 2 minutes":  # as an HTTP date, made when run
         headers = {"retry-after": email.utils.formatdate(time.time() + 120, usegmt=True)}
@@ -165,10 +166,9 @@ async def test_a_retry_after_beyond_the_deadline_fails_at_once(
     assert fake.count(K1) == 1
 
 
+@pytest.mark.anyio
 @pytest.mark.real_waits
-async def test_a_retry_after_beyond_the_deadline_moves_to_another_key(
-    backend: str, fake: FakeWishub
-) -> None:
+async def test_a_retry_after_beyond_the_deadline_moves_to_another_key(fake: FakeWishub) -> None:
     fake.fail(K1, type="rate_limit_exceeded", retry_after="120")
     async with over_http(fake, app_keys=[K1, K2], retry=RetryPolicy(deadline=5)) as wh:
         assert (await wh.models.list()).ids == ["m-2"]

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import anyio
 import httpx
 import pytest
 
-from wishub_async import AsyncWishub, Response
+from wishub_async import AsyncWishub
 from wishub_async._converter import structure_json
+from wishub_async._wire import WireRequest, WireResponse
 from wishub_async.exceptions import ResponseValidationError
 from wishub_async.models import ModelList
-
-if TYPE_CHECKING:
-    from collections.abc import Mapping
 
 BODY = b'{"object":"list","data":[{"id":"m1","object":"model","created":"","owned_by":""}]}'
 HEADERS = httpx.Headers({"content-type": "application/json"})
@@ -30,18 +26,8 @@ class GateTransport:
         self.most_per_key = 0
         self.gate = anyio.Event()
 
-    async def send(
-        self,
-        method: str,
-        url: str,
-        headers: Mapping[str, str],
-        content: bytes | None,
-        *,
-        timeout: httpx.Timeout,
-        stream: bool,
-        key: str,
-    ) -> Response:
-        del method, url, headers, content, timeout, stream
+    async def send(self, request: WireRequest) -> WireResponse:
+        key = request.label
         self.in_flight += 1
         self.per_key[key] = self.per_key.get(key, 0) + 1
         self.most = max(self.most, self.in_flight)
@@ -51,7 +37,7 @@ class GateTransport:
         finally:
             self.in_flight -= 1
             self.per_key[key] -= 1
-        return Response(200, HEADERS, BODY, key)
+        return WireResponse(200, HEADERS, BODY)
 
     async def aclose(self) -> None:
         pass
@@ -68,9 +54,7 @@ def _client(transport: GateTransport, **options: object) -> AsyncWishub:
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
-async def test_limits_hold_without_a_checkpoint(anyio_backend: str) -> None:
-    del anyio_backend
+async def test_limits_hold_without_a_checkpoint() -> None:
     transport = GateTransport()
     async with _client(transport, max_concurrency=3, per_key_concurrency=1) as wh:
         results: list[ModelList] = []
@@ -92,9 +76,7 @@ async def test_limits_hold_without_a_checkpoint(anyio_backend: str) -> None:
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
-async def test_cancelled_callers_give_their_tokens_back(anyio_backend: str) -> None:
-    del anyio_backend
+async def test_cancelled_callers_give_their_tokens_back() -> None:
     transport = GateTransport()
     async with _client(transport, max_concurrency=2) as wh:
         async with anyio.create_task_group() as group:

@@ -40,7 +40,8 @@ def test_importing_the_package_imports_no_framework() -> None:
     assert done.stdout.strip() == "[]"
 
 
-async def test_attach_wishub_composes_with_an_own_lifespan(backend: str, fake: FakeWishub) -> None:
+@pytest.mark.anyio
+async def test_attach_wishub_composes_with_an_own_lifespan(fake: FakeWishub) -> None:
     client = fake.client(app_key=K1)
     events: list[str] = []
 
@@ -65,6 +66,7 @@ async def test_attach_wishub_composes_with_an_own_lifespan(backend: str, fake: F
     assert events == ["db open", "db closed"]
 
 
+@pytest.mark.asyncio
 async def test_fastapi_without_the_lifespan_fails_clearly() -> None:
     app = FastAPI()
 
@@ -77,6 +79,7 @@ async def test_fastapi_without_the_lifespan_fails_clearly() -> None:
             await http.get("http://app/")
 
 
+@pytest.mark.asyncio
 async def test_aiohttp_cleanup_ctx_with_its_own_key(fake: FakeWishub) -> None:
     second = web.AppKey("second", AsyncWishub)
     clients = [fake.client(app_key=K1), fake.client(app_key=K2)]
@@ -95,6 +98,7 @@ async def test_aiohttp_cleanup_ctx_with_its_own_key(fake: FakeWishub) -> None:
     assert all(client.is_closed for client in clients)
 
 
+@pytest.mark.asyncio
 async def test_aiohttp_without_the_cleanup_ctx_fails_clearly() -> None:
     seen: list[Exception] = []
 
@@ -112,7 +116,8 @@ async def test_aiohttp_without_the_cleanup_ctx_fails_clearly() -> None:
     assert "wishub_cleanup_ctx" in str(seen[0])
 
 
-async def test_opentelemetry_spans_one_per_call_without_keys(backend: str) -> None:
+@pytest.mark.anyio
+async def test_opentelemetry_spans_one_per_call_without_keys() -> None:
     from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: PLC0415
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: PLC0415
@@ -139,13 +144,13 @@ async def test_opentelemetry_spans_one_per_call_without_keys(backend: str) -> No
         "http.request.method": "GET",
         "url.path": "/models",
         "http.response.status_code": 200,
-        "wishub.key": "a",
+        "wishub.label": "a",
         "wishub.attempts": 2,
     }
     assert failed.status.status_code is StatusCode.ERROR
     assert (failed.attributes or {})["error.type"] == "INCORRECT_API_KEY_PROVIDED"
     assert (failed.attributes or {})["http.response.status_code"] == 401
-    assert (failed.attributes or {})["wishub.key"] == "b"
+    assert (failed.attributes or {})["wishub.label"] == "b"
     everything = repr([(span.attributes, span.events, span.status) for span in (ok, failed)])
     assert K1 not in everything
     assert K2 not in everything

@@ -126,6 +126,7 @@ def test_a_2xx_body_that_is_not_json(content: bytes, expected: str) -> None:
     assert caught.value.path == "$"
 
 
+@pytest.mark.asyncio
 @respx.mock(base_url=BASE)
 async def test_a_bad_2xx_body_leaves_the_client_usable(respx_mock: respx.MockRouter) -> None:
     route = respx_mock.get("/models")

@@ -71,7 +71,7 @@ STATUSES = st.integers(min_value=300, max_value=599)
 def test_any_error_body_bytes_give_an_api_error(
     status: int, headers: dict[str, str], content: bytes
 ) -> None:
-    error = api_error(status, headers, content, key="k", table=DEFAULT_ERROR_TABLE)
+    error = api_error(status, headers, content, label="k", table=DEFAULT_ERROR_TABLE)
     check_api_error(error, status)
 
 
@@ -84,7 +84,7 @@ def test_any_error_body_bytes_give_an_api_error(
 def test_any_error_body_json_gives_an_api_error(
     status: int, headers: dict[str, str], body: Any
 ) -> None:
-    error = api_error(status, headers, dumps(body), key=None, table=DEFAULT_ERROR_TABLE)
+    error = api_error(status, headers, dumps(body), label=None, table=DEFAULT_ERROR_TABLE)
     check_api_error(error, status)
 
 

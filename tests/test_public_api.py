@@ -13,9 +13,10 @@ import wishub_async.testing
 
 EXPECTED = {
     "DEFAULT_ERROR_TABLE", "AsyncWishub", "ChatParams", "ChatStream", "ErrorRule",
-    "ErrorTable", "Handler", "Hooks", "KeyEffect", "KeyState", "KeyStateChanged",
-    "KeyStatus", "Middleware", "Outcome",
-    "OutcomeList", "Request", "RequestEnded", "Response", "RetryPolicy", "RetryScheduled",
+    "ErrorTable", "Handler", "Hooks", "KeyEffect", "KeyPolicy", "KeyState",
+    "KeyStateChanged", "KeyStatus", "Middleware", "Outcome", "OutcomeList", "OutcomeStream",
+    "Request", "RequestEnded", "Response", "RetryPolicy", "RetryScheduled", "Timeout",
+    *wishub_async.exceptions.__all__,
 }  # fmt: skip
 
 
@@ -26,6 +27,11 @@ def test_top_level_all_is_sorted_and_complete() -> None:
     public = {name for name in vars(wishub_async) if not name.startswith("_")}
     submodules = {"annotations", "exceptions", "integrations", "models", "testing"}
     assert public - set(wishub_async.__all__) <= submodules
+
+
+def test_every_exception_is_importable_from_the_top_level() -> None:
+    for name in wishub_async.exceptions.__all__:
+        assert getattr(wishub_async, name) is getattr(wishub_async.exceptions, name)
 
 
 def test_design_names_are_importable() -> None:

@@ -35,7 +35,8 @@ async def call(app: Any, query: bytes) -> list[dict[str, Any]]:
     return sent
 
 
-async def test_each_token_is_sent_as_it_arrives(backend: str) -> None:
+@pytest.mark.anyio
+async def test_each_token_is_sent_as_it_arrives() -> None:
     fake = FakeWishub([KEY])
     fake.chat.reply = "one two three"
     async with fake.client(app_key=KEY) as wh:
@@ -51,7 +52,8 @@ async def test_each_token_is_sent_as_it_arrives(backend: str) -> None:
     assert fake.chat.open_streams == 0
 
 
-async def test_an_error_mid_answer_ends_the_body_and_closes_the_stream(backend: str) -> None:
+@pytest.mark.anyio
+async def test_an_error_mid_answer_ends_the_body_and_closes_the_stream() -> None:
     fake = FakeWishub([KEY])
     fake.chat.fail_stream(after=3)
     async with fake.client(app_key=KEY) as wh:
@@ -62,7 +64,8 @@ async def test_an_error_mid_answer_ends_the_body_and_closes_the_stream(backend: 
     assert fake.chat.open_streams == 0
 
 
-async def test_a_failure_before_the_answer_is_a_502(backend: str) -> None:
+@pytest.mark.anyio
+async def test_a_failure_before_the_answer_is_a_502() -> None:
     fake = FakeWishub([KEY])
     async with fake.client(app_key="x" * 32) as wh:
         sent = await call(relay.make_app(wh), b"")

@@ -9,7 +9,7 @@ import pytest
 from conftest import K1, WRONG
 
 from wishub_async import AsyncWishub, RetryPolicy
-from wishub_async._retry import instant_waits_enabled
+from wishub_async._clock import instant_waits_enabled
 from wishub_async.exceptions import (
     APIConnectionError,
     APITimeoutError,
@@ -21,9 +21,8 @@ from wishub_async.exceptions import (
 from wishub_async.testing import FakeWishub, instant_waits
 
 
-async def test_two_server_errors_then_success_is_three_requests(
-    backend: str, fake: FakeWishub
-) -> None:
+@pytest.mark.anyio
+async def test_two_server_errors_then_success_is_three_requests(fake: FakeWishub) -> None:
     fake.fail(K1, type="INVOKE_MODEL_ERROR", times=2)
     async with fake.client(app_key=K1) as wh:
         models = await wh.models.list()
@@ -32,7 +31,8 @@ async def test_two_server_errors_then_success_is_three_requests(
     assert [request.status for request in fake.requests] == [500, 500, 200]
 
 
-async def test_a_wrong_key_is_exactly_one_request(backend: str, fake: FakeWishub) -> None:
+@pytest.mark.anyio
+async def test_a_wrong_key_is_exactly_one_request(fake: FakeWishub) -> None:
     async with fake.client(app_key=WRONG) as wh:
         with pytest.raises(AuthenticationError) as caught:
             await wh.models.list()
@@ -40,7 +40,8 @@ async def test_a_wrong_key_is_exactly_one_request(backend: str, fake: FakeWishub
     assert caught.value.code == 500004
 
 
-async def test_retries_stop_after_the_configured_attempts(backend: str, fake: FakeWishub) -> None:
+@pytest.mark.anyio
+async def test_retries_stop_after_the_configured_attempts(fake: FakeWishub) -> None:
     fake.fail(K1, type="INVOKE_MODEL_ERROR", times=10)
     async with fake.client(app_key=K1, retry=RetryPolicy(attempts=4)) as wh:
         with pytest.raises(ServerError):
@@ -48,7 +49,8 @@ async def test_retries_stop_after_the_configured_attempts(backend: str, fake: Fa
     assert fake.count(K1) == 4
 
 
-async def test_a_bad_request_is_not_retried(backend: str, fake: FakeWishub) -> None:
+@pytest.mark.anyio
+async def test_a_bad_request_is_not_retried(fake: FakeWishub) -> None:
     fake.fail(K1, type="invalid_request_error", times=5)
     async with fake.client(app_key=K1) as wh:
         with pytest.raises(BadRequestError):
@@ -56,17 +58,17 @@ async def test_a_bad_request_is_not_retried(backend: str, fake: FakeWishub) -> N
     assert fake.count(K1) == 1
 
 
+@pytest.mark.anyio
 @pytest.mark.parametrize("shape", ["drop", "drop_mid_body", "html", "empty", "flat"])
-async def test_transient_failures_of_every_shape_are_retried(
-    backend: str, fake: FakeWishub, shape: str
-) -> None:
+async def test_transient_failures_of_every_shape_are_retried(fake: FakeWishub, shape: str) -> None:
     fake.fail(K1, shape=shape, status=502, times=2)
     async with fake.client(app_key=K1) as wh:
         assert len(await wh.models.list()) == 2
     assert fake.count(K1) == 3
 
 
-async def test_a_connection_dropped_mid_response_over_real_http(backend: str) -> None:
+@pytest.mark.anyio
+async def test_a_connection_dropped_mid_response_over_real_http() -> None:
     fake = FakeWishub([K1])
     fake.fail(K1, shape="drop_mid_body", times=1)
     fake.fail(K1, shape="drop", times=1)
@@ -79,7 +81,8 @@ async def test_a_connection_dropped_mid_response_over_real_http(backend: str) ->
     assert fake.count(K1) == 7
 
 
-async def test_x_should_retry_overrides_the_table(backend: str, fake: FakeWishub) -> None:
+@pytest.mark.anyio
+async def test_x_should_retry_overrides_the_table(fake: FakeWishub) -> None:
     fake.fail(K1, type="invalid_request_error", headers={"x-should-retry": "true"}, times=1)
     async with fake.client(app_key=K1) as wh:
         await wh.models.list()  # the 400 was retried
@@ -89,8 +92,9 @@ async def test_x_should_retry_overrides_the_table(backend: str, fake: FakeWishub
     assert fake.count(K1) == 3
 
 
+@pytest.mark.anyio
 async def test_retry_after_is_honoured_and_logged(
-    backend: str, fake: FakeWishub, debug_log: pytest.LogCaptureFixture
+    fake: FakeWishub, debug_log: pytest.LogCaptureFixture
 ) -> None:
     fake.fail(K1, type="rate_limit_exceeded", retry_after="7", times=1)
     async with fake.client(app_key=K1) as wh:
@@ -100,17 +104,17 @@ async def test_retry_after_is_honoured_and_logged(
     assert K1 not in debug_log.text
 
 
-async def test_retry_after_is_capped(
-    backend: str, fake: FakeWishub, debug_log: pytest.LogCaptureFixture
-) -> None:
+@pytest.mark.anyio
+async def test_retry_after_is_capped(fake: FakeWishub, debug_log: pytest.LogCaptureFixture) -> None:
     fake.fail(K1, type="rate_limit_exceeded", retry_after="3600", times=1)
     async with fake.client(app_key=K1, retry=RetryPolicy(max_retry_after=5)) as wh:
         await wh.models.list()
     assert "retrying in 5.00s" in debug_log.text
 
 
+@pytest.mark.anyio
 async def test_no_sleep_overruns_the_deadline(
-    backend: str, fake: FakeWishub, debug_log: pytest.LogCaptureFixture
+    fake: FakeWishub, debug_log: pytest.LogCaptureFixture
 ) -> None:
     fake.fail(K1, type="rate_limit_exceeded", retry_after="30", times=1)
     async with fake.client(app_key=K1, retry=RetryPolicy(deadline=10)) as wh:
@@ -121,8 +125,9 @@ async def test_no_sleep_overruns_the_deadline(
     assert "not waiting 30.00s past the deadline" in debug_log.text
 
 
+@pytest.mark.anyio
 @pytest.mark.real_waits
-async def test_the_deadline_bounds_slow_attempts(backend: str) -> None:
+async def test_the_deadline_bounds_slow_attempts() -> None:
     fake = FakeWishub([K1], latency=5)
     async with fake.client(app_key=K1, retry=RetryPolicy(deadline=0.2)) as wh:
         with pytest.raises(APITimeoutError, match=r"deadline of 0\.2s passed after 1 attempt"):
@@ -131,8 +136,9 @@ async def test_the_deadline_bounds_slow_attempts(backend: str) -> None:
         assert len(await wh.models.list()) == 3  # usable afterwards
 
 
+@pytest.mark.anyio
 @pytest.mark.real_waits
-async def test_a_read_timeout_is_typed_and_retried_per_policy(backend: str) -> None:
+async def test_a_read_timeout_is_typed_and_retried_per_policy() -> None:
     fake = FakeWishub([K1])
     fake.fail(K1, latency=2, times=1)
     policy = RetryPolicy(initial_wait=0)
@@ -147,8 +153,9 @@ async def test_a_read_timeout_is_typed_and_retried_per_policy(backend: str) -> N
             await no_retry.models.list()
 
 
+@pytest.mark.anyio
 @pytest.mark.real_waits
-async def test_real_backoff_waits_happen(backend: str) -> None:
+async def test_real_backoff_waits_happen() -> None:
     fake = FakeWishub([K1])
     fake.fail(K1, times=1)
     policy = RetryPolicy(initial_wait=0.05, jitter=0)

@@ -26,9 +26,10 @@ def every_text(wh: AsyncWishub, errors: list[BaseException]) -> str:
     return "\n".join(parts)
 
 
+@pytest.mark.anyio
 @pytest.mark.parametrize("shape", ["flat", "error", "html", "drop", "empty"])
 async def test_no_key_in_any_output_at_debug_level(
-    backend: str, shape: str, caplog: pytest.LogCaptureFixture
+    shape: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)  # every logger: ours, httpx, httpcore
     good, bad = secrets.token_hex(16), secrets.token_hex(16)

@@ -14,14 +14,20 @@ import traceback
 import anyio
 import httpx
 import pytest
-from conftest import K1, K2, over_http, pool_of
+import trustme
+from conftest import K1, K2, over_http
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from wishub_async import AsyncWishub, RetryPolicy
 from wishub_async._cli import DEMO_KEY, main
-from wishub_async._client import DEFAULT_BASE_URL
-from wishub_async.exceptions import APIError, AuthenticationError, ConfigurationError
+from wishub_async._client import DEFAULT_BASE_URL, Backend
+from wishub_async.exceptions import (
+    APIConnectionError,
+    APIError,
+    AuthenticationError,
+    ConfigurationError,
+)
 from wishub_async.testing import DEFAULT_MODELS, FakeWishub
 
 KEYS = st.lists(
@@ -91,7 +97,8 @@ def test_random_keys_never_show_anywhere(
             assert_secret_absent(secret, repr(record.args))
 
 
-async def test_a_key_echoed_by_the_server_is_scrubbed(backend: str, fake: FakeWishub) -> None:
+@pytest.mark.anyio
+async def test_a_key_echoed_by_the_server_is_scrubbed(fake: FakeWishub) -> None:
     fake.fail(K1, type="INCORRECT_API_KEY_PROVIDED", shape="flat", message=f"AppKey {K1} 不正确")
     async with over_http(fake) as wh:
         with pytest.raises(AuthenticationError) as caught:
@@ -102,7 +109,8 @@ async def test_a_key_echoed_by_the_server_is_scrubbed(backend: str, fake: FakeWi
     assert fake.count(K1) == 1
 
 
-async def test_a_key_echoed_in_a_200_error_or_a_stream_is_scrubbed(backend: str) -> None:
+@pytest.mark.anyio
+async def test_a_key_echoed_in_a_200_error_or_a_stream_is_scrubbed() -> None:
     fake = FakeWishub([K1])
     echo = f"Bearer {K1} may not call this model"
     fake.chat.fail_stream(after=2, type="INVOKE_MODEL_ERROR", message=echo)
@@ -158,9 +166,10 @@ def test_keys_that_could_inject_are_refused_on_every_way_in(
     assert tail not in printed.out + printed.err
 
 
+@pytest.mark.anyio
 @pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
 async def test_a_redirect_is_an_error_and_its_target_receives_nothing(
-    backend: str, fake: FakeWishub, status: int
+    fake: FakeWishub, status: int
 ) -> None:
     elsewhere = FakeWishub()
     async with elsewhere.serve() as target, over_http(fake) as wh:
@@ -173,9 +182,8 @@ async def test_a_redirect_is_an_error_and_its_target_receives_nothing(
     assert elsewhere.count() == 0
 
 
-async def test_a_callers_client_that_follows_redirects_drops_the_key(
-    backend: str, fake: FakeWishub
-) -> None:
+@pytest.mark.anyio
+async def test_a_callers_client_that_follows_redirects_drops_the_key(fake: FakeWishub) -> None:
     elsewhere = FakeWishub([K1])  # it would even accept the key, if it were sent
     async with (
         elsewhere.serve() as target,
@@ -191,27 +199,44 @@ async def test_a_callers_client_that_follows_redirects_drops_the_key(
     assert "authorization" not in elsewhere.requests[0].headers
 
 
-def test_tls_verification_is_on_by_default() -> None:
-    wh = AsyncWishub(app_key=K1)
-    assert wh._options.base_url == DEFAULT_BASE_URL
+@pytest.mark.anyio
+async def test_tls_verification_is_on_by_default(transport: Backend) -> None:
+    """A server whose certificate no trusted authority signed is refused, on both backends."""
+    authority = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(server_context)
+    fake = FakeWishub([K1])
+    async with fake.serve(tls=server_context) as base_url:
+        assert base_url.startswith("https://127.0.0.1:")
+        async with AsyncWishub(
+            app_key=K1, base_url=base_url, backend=transport, retry=RetryPolicy(attempts=1)
+        ) as wh:
+            with pytest.raises(APIConnectionError, match=r"(?i)certificate"):
+                await wh.models.list()
+            assert not wh.is_closed  # the client stays usable
+    assert fake.count() == 0  # the key never reached the untrusted server
+    assert AsyncWishub(app_key=K1)._options.base_url == DEFAULT_BASE_URL
     assert DEFAULT_BASE_URL.startswith("https://")
-    context = pool_of(wh)._ssl_context
-    assert isinstance(context, ssl.SSLContext)
-    assert context.verify_mode == ssl.CERT_REQUIRED
-    assert context.check_hostname
-    assert context.minimum_version >= ssl.TLSVersion.TLSv1_2
-    assert pool_of(wh.with_options(retry=RetryPolicy(attempts=1))) is pool_of(wh)  # no other
 
 
 NOT_LOOPBACK = [
     "http://wishub-x1.ctyun.cn/v1",
     "http://127.0.0.1.nip.io/v1",
     "http://localhost.example.com/v1",
-    "http://127.0.0.1@example.com/v1",
     "http://2130706433/v1",
     "http://192.168.1.10:8080/v1",
     "HTTP://EXAMPLE.COM/v1",
 ]
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1@example.com/v1", "https://user:secret@wishub.example/v1"]
+)
+def test_credentials_in_the_base_url_are_refused(url: str) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        AsyncWishub(app_key=K1, base_url=url, allow_http=True)
+    assert "credentials" in str(caught.value)
+    assert "secret" not in str(caught.value)
 
 
 @pytest.mark.parametrize("url", NOT_LOOPBACK)

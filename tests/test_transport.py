@@ -9,7 +9,7 @@ import respx
 from conftest import K1
 
 from wishub_async import AsyncWishub, Handler, Request, Response
-from wishub_async._transport import translate_httpx_error
+from wishub_async._httpx import translate_httpx_error
 from wishub_async.exceptions import APIConnectionError, APITimeoutError, WishubError
 
 BASE = "https://wishub.test/v1"
@@ -40,15 +40,16 @@ def test_every_httpx_exception_maps_to_ours(cls: type[httpx.HTTPError]) -> None:
         exc: httpx.HTTPError = cls("boom", request=request, response=httpx.Response(500))
     else:
         exc = cls("boom", request=request)  # type: ignore[call-arg]
-    ours = translate_httpx_error(exc, key="team-a")
+    ours = translate_httpx_error(exc, label="team-a")
     assert isinstance(ours, WishubError)
     assert isinstance(ours, APITimeoutError) == issubclass(cls, httpx.TimeoutException)
     assert isinstance(ours, APIConnectionError)
-    assert ours.key == "team-a"
+    assert ours.label == "team-a"
     assert K1 not in str(ours)
     assert cls.__name__ in str(ours) or "decode" in str(ours)
 
 
+@pytest.mark.asyncio
 @respx.mock(base_url=BASE)
 async def test_raised_errors_chain_the_httpx_cause(respx_mock: respx.MockRouter) -> None:
     respx_mock.get("/models").mock(side_effect=httpx.ConnectError("refused"))
@@ -59,7 +60,8 @@ async def test_raised_errors_chain_the_httpx_cause(respx_mock: respx.MockRouter)
     assert str(caught.value) == "connection failed (ConnectError): refused [key=…8f90]"
 
 
-async def test_middleware_wraps_each_call_once_outside_retries(backend: str) -> None:
+@pytest.mark.anyio
+async def test_middleware_wraps_each_call_once_outside_retries() -> None:
     from wishub_async.testing import FakeWishub  # noqa: PLC0415
 
     seen: list[str] = []
@@ -82,7 +84,8 @@ async def test_middleware_wraps_each_call_once_outside_retries(backend: str) -> 
     assert all("authorization" not in request.headers for request in fake.requests)
 
 
-async def test_a_middleware_cannot_send_a_second_authorization(backend: str) -> None:
+@pytest.mark.anyio
+async def test_a_middleware_cannot_send_a_second_authorization() -> None:
     from wishub_async.testing import FakeWishub  # noqa: PLC0415
 
     async def meddle(request: Request, call_next: Handler) -> Response:

@@ -2,41 +2,75 @@
 
 from __future__ import annotations
 
-import importlib.metadata as _metadata
-
 from ._chat import ChatParams, ChatStream
 from ._client import AsyncWishub
 from ._errors import DEFAULT_ERROR_TABLE, ErrorRule, ErrorTable, KeyEffect
 from ._events import Hooks, KeyStateChanged, RequestEnded, RetryScheduled
-from ._fanout import Outcome, OutcomeList
-from ._keys import KeyState, KeyStatus
+from ._fanout import Outcome, OutcomeList, OutcomeStream
+from ._http import Handler, Middleware, Request, Response
+from ._keys import KeyPolicy, KeyState, KeyStatus
 from ._retry import RetryPolicy
-from ._transport import Handler, Middleware, Request, Response
-
-try:
-    __version__ = _metadata.version("wishub-async")
-except _metadata.PackageNotFoundError:  # pragma: no cover - running from a bare source tree
-    __version__ = "0.0.0"
+from ._timeout import Timeout
+from ._version import __version__ as __version__
+from .exceptions import (
+    APIConnectionError,
+    APIError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    ClientClosedError,
+    ClientStateError,
+    ConfigurationError,
+    InvalidRequestError,
+    KeyUnavailableError,
+    NotFoundError,
+    PermissionDeniedError,
+    QuotaExceededError,
+    RateLimitError,
+    ResponseValidationError,
+    ServerError,
+    WishubError,
+)
 
 __all__ = [
     "DEFAULT_ERROR_TABLE",
+    "APIConnectionError",
+    "APIError",
+    "APITimeoutError",
     "AsyncWishub",
+    "AuthenticationError",
+    "BadRequestError",
     "ChatParams",
     "ChatStream",
+    "ClientClosedError",
+    "ClientStateError",
+    "ConfigurationError",
     "ErrorRule",
     "ErrorTable",
     "Handler",
     "Hooks",
+    "InvalidRequestError",
     "KeyEffect",
+    "KeyPolicy",
     "KeyState",
     "KeyStateChanged",
     "KeyStatus",
+    "KeyUnavailableError",
     "Middleware",
+    "NotFoundError",
     "Outcome",
     "OutcomeList",
+    "OutcomeStream",
+    "PermissionDeniedError",
+    "QuotaExceededError",
+    "RateLimitError",
     "Request",
     "RequestEnded",
     "Response",
+    "ResponseValidationError",
     "RetryPolicy",
     "RetryScheduled",
+    "ServerError",
+    "Timeout",
+    "WishubError",
 ]

@@ -3,9 +3,14 @@
 Selected with ``AsyncWishub(backend="aiohttp")`` and installed with the extra
 ``wishub-async[aiohttp]``. It skips ``httpx.AsyncClient`` entirely (our ``Transport``
 protocol is the seam), which is where most of the per-request cost of the default
-path lies. It is the one module allowed to use asyncio, and ``AiohttpTransport.send``
-is this transport's one chokepoint: every aiohttp or asyncio exception becomes an
-``APIConnectionError`` (or ``APITimeoutError``) here, and nowhere else.
+path lies. It is the one module allowed to use asyncio. ``map_aiohttp_errors`` is
+its one chokepoint: it wraps the send, the body read and every stream read, so every
+aiohttp or asyncio exception becomes ours there and nowhere else.
+
+``aclose()`` ends every send and read in flight: closing an aiohttp session does not
+wake a task waiting for a body, so the transport keeps the tasks it serves and
+cancels them (asyncio's ``cancel``/``uncancel``, as ``asyncio.timeout`` does), and
+each one ends with ``ClientClosedError``.
 
 Differences from the httpx transport, each deliberate:
 
@@ -13,33 +18,32 @@ Differences from the httpx transport, each deliberate:
   worker thread on every request); pass ``backend="httpx"`` behind a proxy.
 - Cookies are never stored: a key is only a header, and one key's cookies must not
   ride along with another key's requests on the shared pool.
-- ``httpx.Timeout.write`` has no aiohttp counterpart and is ignored.
+- ``Timeout.write`` has no aiohttp counterpart and is ignored.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 
 import aiohttp
 
-from ._transport import Response
+from ._timeout import Timeout
+from ._wire import WireRequest, WireResponse
 from .exceptions import (
     APIConnectionError,
     APITimeoutError,
+    ClientClosedError,
     ClientStateError,
     ConfigurationError,
     WishubError,
 )
 
-if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-
-    import httpx
-
-__all__ = ["AiohttpTransport", "client_timeout", "translate_aiohttp_error"]
+__all__ = ["AiohttpTransport", "client_timeout", "map_aiohttp_errors", "translate_aiohttp_error"]
 
 _KEEPALIVE_SECONDS = 30.0
+_DRAIN_SECONDS = 5.0
 
 
 class AiohttpTransport:
@@ -53,23 +57,25 @@ class AiohttpTransport:
     """
 
     def __init__(self, *, max_connections: int = 100) -> None:
-        if max_connections < 1:
-            raise ConfigurationError("max_connections must be >= 1")
         self.max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._closed = False
-        self._timeout_in: httpx.Timeout | None = None
-        self._timeout_out = aiohttp.ClientTimeout()
+        self._closing = False
+        self._tasks: dict[asyncio.Task[object], int] = {}
+        self._drained: asyncio.Event | None = None
+        self._timeouts: dict[Timeout, aiohttp.ClientTimeout] = {}
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else "open" if self._session else "unopened"
+        state = "closed" if self._closing else "open" if self._session else "unopened"
         return f"<AiohttpTransport {state} max_connections={self.max_connections}>"
+
+    @property
+    def is_closed(self) -> bool:
+        """Whether ``aclose()`` has begun."""
+        return self._closing
 
     def _open(self) -> aiohttp.ClientSession:
         """The session, created on first use in the running asyncio loop."""
-        if self._closed:
-            raise ClientStateError("this AiohttpTransport is closed")
         loop = _running_loop()
         if self._session is None:
             connector = aiohttp.TCPConnector(
@@ -92,76 +98,100 @@ class AiohttpTransport:
                 self._session._retry_connection = False  # noqa: SLF001
             self._loop = loop
         elif loop is not self._loop:
-            raise ConfigurationError(
-                "backend='aiohttp' binds its pool to the event loop of the first request;"
-                " this request runs in another loop (create one client per loop)"
+            raise ClientStateError(
+                "this AsyncWishub (backend='aiohttp') was first used in another event loop;"
+                " its connections belong to that loop (create one client per event loop)"
             )
         return self._session
 
-    def _timeout(self, timeout: httpx.Timeout) -> aiohttp.ClientTimeout:
-        # The same httpx.Timeout object comes with every request of a view: map it once.
-        if timeout is not self._timeout_in:
-            self._timeout_out = client_timeout(timeout)
-            self._timeout_in = timeout
-        return self._timeout_out
+    def _timeout(self, timeout: Timeout) -> aiohttp.ClientTimeout:
+        mapped = self._timeouts.get(timeout)
+        if mapped is None:
+            mapped = self._timeouts[timeout] = client_timeout(timeout)
+        return mapped
 
-    async def send(
-        self,
-        method: str,
-        url: str,
-        headers: Mapping[str, str],
-        content: bytes | None,
-        *,
-        timeout: httpx.Timeout,
-        stream: bool,
-        key: str,
-    ) -> Response:
-        """Send one request on the pool (see ``Transport.send``).
+    async def send(self, request: WireRequest) -> WireResponse:
+        """Send one attempt on the pool (see ``Transport.send``).
 
         Raises:
             APIConnectionError: no usable response (``APITimeoutError`` on timeouts).
-            ConfigurationError: not running under asyncio (trio needs ``backend="httpx"``).
-            ClientStateError: the transport was closed.
+            ClientClosedError: ``aclose()`` ran while the attempt was in flight.
+            ClientStateError: not under asyncio, or in another loop than the first.
         """
         session = self._session
         if session is None or self._loop is not asyncio.get_running_loop():
+            if self._closing:
+                raise ClientClosedError("the client is closed", label=request.label)
             session = self._open()
-        try:
+        with self.map_errors(request.label):
             reply = await session.request(
-                method,
-                url,
-                headers=headers,
-                data=content,
-                timeout=self._timeout(timeout),
+                request.method,
+                request.url,
+                headers=request.headers,
+                data=request.content,
+                timeout=self._timeout(request.timeout),
                 allow_redirects=False,
             )
-            if stream:
-                return Response(
-                    reply.status,
-                    reply.headers,
-                    key=key,
-                    chunks=_chunks(reply, key),
-                    close=_closer(reply),
+            if request.stream:
+                return WireResponse(
+                    reply.status, reply.headers, stream=_AiohttpStream(self, reply, request.label)
                 )
             body = await reply.read()  # releases the connection, or closes it on error
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise translate_aiohttp_error(exc, key) from exc
-        return Response(reply.status, reply.headers, body, key)
+        return WireResponse(reply.status, reply.headers, body)
+
+    @contextmanager
+    def map_errors(self, label: str | None) -> Iterator[None]:
+        """Run a wire operation: abortable by ``aclose()``, aiohttp errors made ours."""
+        if self._closing:
+            raise ClientClosedError("the client is closed", label=label)
+        task = asyncio.current_task()
+        if task is None:  # pragma: no cover - aiohttp itself needs a task
+            raise ClientStateError("backend='aiohttp' must run inside an asyncio task")
+        tasks = self._tasks
+        tasks[task] = tasks.get(task, 0) + 1
+        try:
+            with map_aiohttp_errors(label):
+                yield
+        except asyncio.CancelledError:
+            # Our own cancel from aclose(), and no other one pending: the call ends here.
+            if self.is_closed and task.uncancel() == 0:
+                raise ClientClosedError(
+                    "the client was closed while this call was in flight", label=label
+                ) from None
+            raise
+        finally:
+            count = tasks.pop(task) - 1
+            if count:
+                tasks[task] = count
+            elif self._drained is not None and not tasks:
+                self._drained.set()
 
     async def aclose(self) -> None:
-        """Close the session and its connections; safe to call twice, or never opened."""
-        self._closed = True
+        """End every send and read in flight, then close the session and its connections."""
+        if self._closing:
+            return
+        self._closing = True
+        if self._tasks:
+            self._drained = asyncio.Event()
+            for task in self._tasks:
+                task.cancel()
+            try:
+                async with asyncio.timeout(_DRAIN_SECONDS):
+                    await asyncio.shield(self._drained.wait())
+            except TimeoutError:  # pragma: no cover - a task that ignores cancellation
+                pass
         session, self._session = self._session, None
         if session is not None:
-            await session.close()
+            await asyncio.shield(session.close())
 
 
-def client_timeout(timeout: httpx.Timeout) -> aiohttp.ClientTimeout:
-    """The aiohttp timeouts matching an ``httpx.Timeout``.
+def client_timeout(timeout: Timeout) -> aiohttp.ClientTimeout:
+    """The aiohttp timeouts matching a ``Timeout``.
 
-    httpx's *pool* and *connect* phases together are aiohttp's ``connect`` (waiting for
-    a pooled connection, then opening one); *connect* alone is ``sock_connect``;
-    *read* (between two reads) is ``sock_read``. There is no total and no write timeout.
+    ``pool`` and ``connect`` together are aiohttp's ``connect`` (waiting for a pooled
+    connection, then opening one); ``connect`` alone is ``sock_connect``; ``read``
+    (between two reads, the headers included) is ``sock_read``. There is no total,
+    and no write timeout.
     """
     pool = timeout.pool
     connect = timeout.connect
@@ -173,23 +203,36 @@ def client_timeout(timeout: httpx.Timeout) -> aiohttp.ClientTimeout:
     )
 
 
-def translate_aiohttp_error(exc: BaseException, key: str | None) -> WishubError:
+@contextmanager
+def map_aiohttp_errors(label: str | None) -> Iterator[None]:
+    """Turn what aiohttp (or asyncio under it) raises into our exceptions."""
+    try:
+        yield
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise translate_aiohttp_error(exc, label) from exc
+    except RuntimeError as exc:
+        # aiohttp raises RuntimeError for a closed session or a finished response.
+        raise ClientStateError(f"the aiohttp session cannot send: {exc}") from exc
+
+
+def translate_aiohttp_error(exc: BaseException, label: str | None) -> WishubError:
     """Our exception for an aiohttp or asyncio one; the message never includes a header."""
     name = type(exc).__name__
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return APITimeoutError(f"timed out connecting ({name})", key=key)
+        return APITimeoutError(f"timed out connecting ({name})", label=label)
     if isinstance(exc, TimeoutError):  # SocketTimeoutError, ServerTimeoutError, others
-        return APITimeoutError(f"timed out waiting for the response ({name})", key=key)
+        return APITimeoutError(f"timed out waiting for the response ({name})", label=label)
     if isinstance(exc, aiohttp.ClientResponseError):
         # Its str() is fine, but it holds the response headers: name only what we need.
         return APIConnectionError(
-            f"unreadable response ({name}): {exc.status} {exc.message}", key=key
+            f"unreadable response ({name}): {exc.status} {exc.message}", label=label
         )
     if isinstance(exc, aiohttp.ClientPayloadError):
         return APIConnectionError(
-            f"the connection broke while reading the body ({name}): {_describe(exc)}", key=key
+            f"the connection broke while reading the body ({name}): {_describe(exc)}",
+            label=label,
         )
-    return APIConnectionError(f"connection failed ({name}): {_describe(exc)}", key=key)
+    return APIConnectionError(f"connection failed ({name}): {_describe(exc)}", label=label)
 
 
 def _describe(exc: BaseException) -> str:
@@ -210,21 +253,33 @@ def _running_loop() -> asyncio.AbstractEventLoop:
         ) from None
 
 
-async def _chunks(reply: aiohttp.ClientResponse, key: str) -> AsyncIterator[bytes]:
-    try:
-        async for chunk in reply.content.iter_any():
-            yield chunk
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        reply.close()
-        raise translate_aiohttp_error(exc, key) from exc
+class _AiohttpStream:
+    """A streamed aiohttp body; each read is abortable and maps its errors."""
 
+    def __init__(
+        self, transport: AiohttpTransport, reply: aiohttp.ClientResponse, label: str
+    ) -> None:
+        self._transport = transport
+        self._reply = reply
+        self._label = label
 
-def _closer(reply: aiohttp.ClientResponse) -> Callable[[], Awaitable[None]]:
-    async def close() -> None:
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self
+
+    async def __anext__(self) -> bytes:
+        with self._transport.map_errors(self._label):
+            chunk = await self._reply.content.readany()
+        if not chunk:
+            raise StopAsyncIteration
+        return chunk
+
+    async def read(self) -> bytes:
+        with self._transport.map_errors(self._label):
+            return await self._reply.read()
+
+    async def aclose(self) -> None:
         # Back to the pool when the body was read to the end; otherwise drop the socket.
-        if reply.content.at_eof():
-            reply.release()
+        if self._reply.content.at_eof():
+            self._reply.release()
         else:
-            reply.close()
-
-    return close
+            self._reply.close()

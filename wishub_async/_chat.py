@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
+import enum
 import json
+import math
 import warnings
 from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -11,15 +12,18 @@ from typing import Any, Literal, Self, TypedDict, Unpack, overload
 
 import anyio
 
+from . import _clock
 from ._converter import structure, structure_json
 from ._errors import ErrorTable, api_error, excerpt
-from ._resources import Call, error_check, is_error_event, request_body
+from ._http import Request, Response
+from ._pipeline import Expect, Send, is_error_body
+from ._resources import request_body
 from ._sse import DONE, SSEDecoder, decode_payload
-from ._transport import Request, Response
 from .exceptions import (
     APIConnectionError,
     APIError,
     APITimeoutError,
+    InvalidRequestError,
     ResponseValidationError,
     WishubError,
 )
@@ -40,7 +44,6 @@ DEFAULT_IDLE_TIMEOUT = 300.0
 
 _DRAIN_SECONDS = 1.0
 _DRAIN_BYTES = 64 * 1024
-_UNWIND_READS = 64
 
 Message = Mapping[str, Any]
 
@@ -75,17 +78,16 @@ class ChatParams(TypedDict, total=False):
 class Chat:
     """``wh.chat``: holds ``completions``."""
 
-    def __init__(self, call: Call, table: ErrorTable) -> None:
-        self.completions = Completions(call, table)
+    def __init__(self, send: Send, table: ErrorTable) -> None:
+        self.completions = Completions(send, table)
 
 
 class Completions:
     """``wh.chat.completions``: ``POST /chat/completions``."""
 
-    def __init__(self, call: Call, table: ErrorTable) -> None:
-        self._call = call
+    def __init__(self, send: Send, table: ErrorTable) -> None:
+        self._send = send
         self._table = table
-        self._check = error_check(table)
 
     @overload
     async def create(
@@ -134,13 +136,16 @@ class Completions:
         """Ask for a chat answer: whole, or as a ``ChatStream`` with ``stream=True``.
 
         Args:
-            model: the model's id.
+            model: the model's id or name.
             messages: ``{"role": ..., "content": ...}`` dicts; ``content`` may be a
                 list of parts for vision models.
             stream: return a ``ChatStream`` of chunks instead of the whole answer.
-            idle_timeout: (stream) seconds to wait for each chunk; None for no limit.
+            idle_timeout: (stream) the longest wait for each chunk, the first one
+                included (from the request); keep-alive comments do not reset it.
+                None for no limit.
             stream_timeout: (stream) seconds for the whole stream, from this call to
-                its last chunk; None for no limit.
+                its last chunk (queueing, retries and the wait for the response
+                headers included); None for no limit.
             **params: the OpenAI parameters in ``ChatParams`` (``temperature``,
                 ``max_tokens``, ``stop``, ``tools``, ``stream_options``…), typed;
                 any other keyword is sent as it is (the platform's own parameters),
@@ -154,37 +159,63 @@ class Completions:
             APIError: the server refused, or (stream) sent an error event.
             APIConnectionError: no answer arrived; ``APITimeoutError`` on a timeout.
             ResponseValidationError: the answer did not have the expected shape.
-            TypeError: ``messages`` is not a list of messages.
+            InvalidRequestError: ``messages`` is not a list of messages, or a
+                timeout is not a number of seconds above 0.
         """
         given: object = messages
         if isinstance(given, str | bytes) or not isinstance(given, Sequence):
-            raise TypeError("messages= must be a list of {'role': ..., 'content': ...} dicts")
+            raise InvalidRequestError(
+                "messages= must be a list of {'role': ..., 'content': ...} dicts"
+            )
         body = request_body(
             {"model": model, "messages": [dict(message) for message in messages]},
             {name: value for name, value in params.items() if name != "extra_body"},
             params.get("extra_body"),
         )
         if not stream:
-            request = Request("POST", "/chat/completions", json=body, check=self._check)
-            response = await self._call(request)
+            request = Request("POST", "/chat/completions", json=body, model=model)
+            response = await self._send(request)
             return structure_json(response.content, ChatCompletion)
         body["stream"] = True
         chat_stream = ChatStream(
             self._table, idle_timeout=idle_timeout, stream_timeout=stream_timeout
         )
-        request = Request(
-            "POST",
-            "/chat/completions",
-            json=body,
-            stream=True,
-            check=chat_stream._start,  # noqa: SLF001
+        expect = Expect(
+            accept=chat_stream._start,  # noqa: SLF001 - the stream's own read-ahead
+            first_chunk_timeout=idle_timeout,
+            deadline=chat_stream._deadline,  # noqa: SLF001
         )
+        request = Request("POST", "/chat/completions", json=body, stream=True, model=model)
         try:
-            await self._call(request)
+            await self._send(request, expect)
         except BaseException:
             await chat_stream.aclose()
             raise
         return chat_stream
+
+
+def _timeout_arg(name: str, value: float | None) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+        raise InvalidRequestError(f"{name} must be a number of seconds above 0, got {value!r}")
+    return float(value)
+
+
+class _State(enum.Enum):
+    """Where a stream is."""
+
+    OPENING = "opening"
+    """Reading ahead to the first chunk with content, inside the retry loop."""
+    OPEN = "open"
+    """Chunks flow to the caller."""
+    ENDED = "ended"
+    """``[DONE]``, an error event or the end of the body: nothing more to read."""
+    LEFT = "left"
+    """A loop left early: the slots are back; the connection closes at ``aclose`` or
+    at the client's next call, whichever comes first."""
+    CLOSED = "closed"
+    """The connection is released."""
 
 
 class ChatStream:
@@ -196,138 +227,151 @@ class ChatStream:
             async for chunk in stream:
                 print(chunk.text, end="")
 
-    The connection is closed when the stream ends, on an error, on cancellation, and
-    on leaving the ``async with`` block (so also after ``break``). ``collect()`` reads
-    the rest and returns the whole answer as a ``ChatCompletion``.
+    The connection is released when the stream ends, on an error, on cancellation,
+    on leaving the ``async with`` block, and on leaving an ``async for`` loop early
+    (``break``): a stream is read by one loop, once. ``collect()`` reads the rest
+    and returns the whole answer as a ``ChatCompletion``.
     """
 
     def __init__(
         self, table: ErrorTable, *, idle_timeout: float | None, stream_timeout: float | None
     ) -> None:
         self._table = table
-        self._idle_timeout = idle_timeout
-        self._stream_timeout = stream_timeout
-        self._deadline = None if stream_timeout is None else anyio.current_time() + stream_timeout
+        self._idle_timeout = _timeout_arg("idle_timeout", idle_timeout)
+        self._stream_timeout = _timeout_arg("stream_timeout", stream_timeout)
+        self._deadline = None if stream_timeout is None else _clock.now() + stream_timeout
+        self._state = _State.OPENING
         self._response: Response | None = None
-        self._open = False
         self._bytes: AsyncIterator[bytes] | None = None
         self._decoder = SSEDecoder()
         self._ready: deque[ChatCompletionChunk] = deque()
         self._error: APIError | None = None
-        self._ended = False
         self._saw_done = False
         self._eof = False
+        self._idle_until: float | None = None
         self._parts = _Parts()
 
     # -- the first chunk, inside the retry loop ------------------------------------
 
     async def _start(self, response: Response) -> None:
-        """``Request.check``: read up to the first chunk with content, or fail the attempt."""
-        self._response, self._open = response, True
+        """``Expect.accept``: read up to the first chunk with content, or fail the attempt.
+
+        The pipeline bounds this read-ahead by ``idle_timeout`` and closes the
+        response when it fails.
+        """
+        self._response, self._state = response, _State.OPENING
         self._bytes = response.aiter_bytes()
         self._decoder = SSEDecoder()
         self._ready.clear()
-        self._error, self._ended, self._saw_done, self._eof = None, False, False, False
-        try:
-            while not self._ended and not any(map(_has_content, self._ready)):
-                await self._read()
-        except BaseException:
-            await self.aclose()
-            raise
-        try:
-            self._check_started()
-        except WishubError:
-            await self._finish()
-            raise
-
-    def _check_started(self) -> None:
-        """After the read-ahead: raise the error that ended the stream before any content."""
+        self._error, self._saw_done, self._eof, self._idle_until = None, False, False, None
+        while self._state is _State.OPENING and not any(map(_has_content, self._ready)):
+            await self._read()
         if any(map(_has_content, self._ready)):
+            self._state = _State.OPEN
+            self._touch()
             return
         if self._error is not None:
             raise self._error
         if not self._saw_done:
-            raise APIConnectionError("the stream ended before its first chunk", key=self.key)
+            raise APIConnectionError("the stream ended before its first chunk", label=self.label)
+        # [DONE] with no content: an empty answer, read to its end.
 
     # -- reading -------------------------------------------------------------------
 
+    def _touch(self) -> None:
+        """A chunk arrived: the idle clock starts again."""
+        if self._idle_timeout is not None:
+            self._idle_until = _clock.now() + self._idle_timeout
+
     async def _read(self) -> None:
-        """Read one piece of the body and queue the chunks it completes."""
+        """Read one piece of the body and queue the chunks it completes.
+
+        The wait is bounded by the idle deadline (set when the last chunk arrived, so
+        comments and partial events do not extend it) and by ``stream_timeout``.
+        """
         assert self._bytes is not None  # noqa: S101 - set by _start before any read
-        limit = self._idle_timeout
-        if self._deadline is not None:
-            remaining = self._deadline - anyio.current_time()
-            limit = remaining if limit is None else min(limit, remaining)
-        try:
-            with anyio.fail_after(limit):
+        ends = [t for t in (self._idle_until, self._deadline) if t is not None]
+        if ends:
+            with anyio.move_on_after(min(ends) - _clock.now()) as scope:
                 data = await anext(self._bytes, None)
-        except TimeoutError:
-            raise self._timeout(limit) from None
+            if scope.cancelled_caught:
+                raise self._timeout()
+        else:
+            data = await anext(self._bytes, None)
         if data is None:
             self._take(self._decoder.close())
-            self._ended = self._eof = True
+            self._eof = True
+            self._end()
         else:
             self._take(self._decoder.feed(data))
 
+    def _end(self) -> None:
+        if self._state in {_State.OPENING, _State.OPEN}:
+            self._state = _State.ENDED
+
     def _take(self, payloads: list[str]) -> None:
+        before = len(self._ready)
         for payload in payloads:
             for value in decode_payload(payload):
-                if self._ended:
+                if self._state is _State.ENDED:
                     return
                 if value == DONE:
-                    self._ended = self._saw_done = True
-                elif is_error_event(value):
+                    self._saw_done = True
+                    self._end()
+                elif is_error_body(value):
                     self._error = self._api_error(value)
-                    self._ended = True
+                    self._end()
                 else:
                     self._ready.append(_chunk(value, payload))
+        if len(self._ready) > before and self._state is _State.OPEN:
+            self._touch()
 
-    async def _finish(self, error: APIError | None = None) -> None:
-        """The stream ended (``[DONE]`` or an error event): read to the body's end, close.
+    async def _drain(self) -> None:
+        """The stream ended (``[DONE]`` or an error event): read to the body's end.
 
         Reading the little that follows (usually just the end of the chunked body) lets
         the connection go back to the pool. It is bounded in bytes and time; past
         either, the connection is closed instead.
         """
+        if self._eof or self._bytes is None:
+            return
+        drained = 0
         try:
-            if self._open and not self._eof and self._bytes is not None:
-                drained = 0
-                with anyio.move_on_after(_DRAIN_SECONDS):
-                    while drained <= _DRAIN_BYTES:
-                        data = await anext(self._bytes, None)
-                        if data is None:
-                            break
-                        drained += len(data)
+            with anyio.move_on_after(_DRAIN_SECONDS):
+                while drained <= _DRAIN_BYTES:
+                    data = await anext(self._bytes, None)
+                    if data is None:
+                        return
+                    drained += len(data)
         except WishubError:
             pass  # the answer is complete; a broken tail does not matter
-        finally:
-            await self._close(error)
 
     def _api_error(self, value: object) -> APIError:
         response = self._response
         assert response is not None  # noqa: S101 - only called while reading
-        content = response.scrub(json.dumps(value, ensure_ascii=False).encode())
-        return api_error(200, response.headers, content, key=response.key, table=self._table)
+        content = json.dumps(value, ensure_ascii=False).encode()
+        return api_error(200, response.headers, content, label=response.label, table=self._table)
 
-    def _timeout(self, limit: float | None) -> APITimeoutError:
-        key = self._response.key if self._response is not None else None
-        if limit == self._idle_timeout:
-            return APITimeoutError(f"no stream chunk for {limit:g}s (idle_timeout)", key=key)
-        return APITimeoutError(f"the stream took over {self._stream_timeout:g}s", key=key)
+    def _timeout(self) -> APITimeoutError:
+        if self._deadline is not None and _clock.now() >= self._deadline:
+            message = f"the stream took over {self._stream_timeout:g}s (stream_timeout)"
+        else:
+            message = f"no stream chunk for {self._idle_timeout:g}s (idle_timeout)"
+        return APITimeoutError(message, label=self.label)
 
     # -- the caller's side -----------------------------------------------------------
 
-    def __aiter__(self) -> Self:
-        return self
+    def __aiter__(self) -> AsyncIterator[ChatCompletionChunk]:
+        return _Loop(self)
 
     async def __anext__(self) -> ChatCompletionChunk:
         while not self._ready:
             if self._error is not None:
                 error, self._error = self._error, None
-                await self._finish(error)
+                await self._close(error, drain=True)
                 raise error
-            if self._ended or not self._open:
-                await self._finish()
+            if self._state is not _State.OPEN:
+                await self._close(None, drain=self._state is _State.ENDED)
                 raise StopAsyncIteration
             try:
                 await self._read()
@@ -350,9 +394,9 @@ class ChatStream:
         return self._parts.completion()
 
     @property
-    def key(self) -> str:
+    def label(self) -> str:
         """The label of the AppKey that produced this stream."""
-        return self._response.key if self._response is not None else ""
+        return self._response.label if self._response is not None else ""
 
     @property
     def attempts(self) -> int:
@@ -362,23 +406,32 @@ class ChatStream:
     @property
     def closed(self) -> bool:
         """Whether the connection has been released."""
-        return not self._open
+        return self._state is _State.CLOSED
 
     async def aclose(self) -> None:
         """Close the connection (safe to call twice, shielded from cancellation)."""
         await self._close(None)
 
-    async def _close(self, error: BaseException | None) -> None:
+    async def _close(self, error: BaseException | None, *, drain: bool = False) -> None:
         """Close, telling the client what ended the stream (for the key's health)."""
-        if not self._open:
+        if self._state is _State.CLOSED:
             return
-        self._open = False
-        self._ready.clear()
         response = self._response
-        assert response is not None  # noqa: S101 - set together with _open
+        self._state = _State.CLOSED
+        self._ready.clear()
+        if response is None:
+            return
         with anyio.CancelScope(shield=True):
+            if drain:
+                await self._drain()
             await response.aclose(error)
-            await _unwind(self._bytes)
+
+    def _abandon(self) -> None:
+        """A loop over the stream was left early: end the stream without I/O."""
+        if self._state is not _State.CLOSED and self._response is not None:
+            self._state = _State.LEFT
+            self._ready.clear()
+            self._response.release()
 
     async def __aenter__(self) -> Self:
         return self
@@ -387,20 +440,39 @@ class ChatStream:
         await self.aclose()
 
     def __del__(self) -> None:
-        if self._open:
+        if self._state not in {_State.CLOSED, _State.LEFT} and self._response is not None:
             warnings.warn(
                 "a ChatStream was garbage collected while open; use `async with` or"
                 " `await stream.aclose()` to release its connection",
                 ResourceWarning,
                 stacklevel=2,
             )
-            if self._response is not None:
-                with contextlib.suppress(Exception):  # no event loop left, say
-                    self._response.release()  # give back its concurrency slots
+            self._response.release()  # give back its slots; the next call closes it
 
     def __repr__(self) -> str:
-        state = "open" if self._open else "closed"
-        return f"<ChatStream {state} key={self.key}>"
+        return f"<ChatStream {self._state.value} key={self.label}>"
+
+
+class _Loop:
+    """One ``async for`` over a ``ChatStream``; leaving it early ends the stream.
+
+    Python tells an iterator nothing when a loop is left with ``break``, but the loop
+    drops its iterator at once: this one then gives the stream's concurrency slots
+    back on the spot. That cannot do I/O, so the client's next call (or its
+    ``aclose``) closes the connection.
+    """
+
+    def __init__(self, stream: ChatStream) -> None:
+        self._stream = stream
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> ChatCompletionChunk:
+        return await self._stream.__anext__()
+
+    def __del__(self) -> None:
+        self._stream._abandon()  # noqa: SLF001 - the stream's own loop
 
 
 def _chunk(value: object, payload: str) -> ChatCompletionChunk:
@@ -418,27 +490,6 @@ def _as_delta(choice: Any) -> Any:
     if isinstance(choice, dict) and "message" in choice and "delta" not in choice:
         return {**{k: v for k, v in choice.items() if k != "message"}, "delta": choice["message"]}
     return choice
-
-
-async def _unwind(chunks: AsyncIterator[bytes] | None) -> None:
-    """Finish a body's async-generator chain left suspended by an early close.
-
-    Closing the outer generator would leave the inner ones (ours, httpx's, httpcore's)
-    suspended, and trio warns about each when it is garbage collected. One read in an
-    already-cancelled scope makes the cancellation travel through every frame instead,
-    so each one finishes. The response is closed by then: at most what was already
-    buffered is read, and dropped.
-    """
-    if chunks is None:
-        return
-    with anyio.CancelScope() as scope:
-        scope.cancel()
-        try:
-            for _ in range(_UNWIND_READS):  # data already buffered comes without a checkpoint
-                if await anext(chunks, None) is None:
-                    break
-        except Exception:  # noqa: BLE001, S110 - the body is closed; any error here is moot
-            pass
 
 
 def _has_content(chunk: ChatCompletionChunk) -> bool:

@@ -7,11 +7,12 @@ Exit codes: 0 all went well; 1 the API (or the network) failed for at least one 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any, NoReturn, TextIO
+from typing import Any, NoReturn, TextIO, cast
 
 import anyio
 
@@ -62,8 +63,9 @@ _COMMANDS = {
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error never echoes what could be a key.
 
-    ``wishub models 0123…cdef`` (a key without ``--app-key``) would otherwise print the
-    key back in "unrecognized arguments: …". Long arguments are shown redacted.
+    ``wishub models 0123…cdef`` (a key without ``--app-key``) or ``wishub
+    --app-key=0123…cdef models`` (an option where it does not belong) would otherwise
+    print the key back in "unrecognized arguments: …".
     """
 
     def __init__(self, *args: Any, argv: Sequence[str] = (), **kwargs: Any) -> None:
@@ -71,14 +73,23 @@ class _Parser(argparse.ArgumentParser):
         self.argv = argv
 
     def error(self, message: str) -> NoReturn:
-        for word in sorted(set(self.argv), key=len, reverse=True):
-            if len(word) >= _SHOWN_ARGUMENT and not word.startswith("-"):
-                message = message.replace(word, redact(word))
-        super().error(message)
+        super().error(redact_arguments(message, self.argv))
 
 
-_SHOWN_ARGUMENT = 12
-"""Arguments this long or longer are redacted in usage errors (keys are 32)."""
+_SHOWN_ARGUMENT = 8
+"""Argument values this long or longer are redacted in error messages."""
+
+
+def redact_arguments(message: str, argv: Sequence[str]) -> str:
+    """``message`` with every long argument value (``KEY`` or ``--opt=KEY``) redacted.
+
+    Any of them could be a key typed in the wrong place, so none is echoed whole.
+    """
+    values = {word.partition("=")[2] if word.startswith("-") else word for word in argv}
+    for value in sorted(values, key=len, reverse=True):
+        if len(value) >= _SHOWN_ARGUMENT:
+            message = message.replace(value, redact(value))
+    return message
 
 
 def _parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
@@ -142,10 +153,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = _parser(argv).parse_args(argv)
     command = _chat if args.command == "chat" else _models
+    err = cast("TextIO", _Redacting(sys.stderr, argv))
     try:
-        return anyio.run(command, args, sys.stdout, sys.stderr)
+        return anyio.run(command, args, sys.stdout, err)
     except ConfigurationError as exc:
-        print(f"wishub: error: {exc}", file=sys.stderr)
+        print(f"wishub: error: {redact_arguments(str(exc), argv)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
@@ -154,6 +166,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         # keep Python from complaining again when it flushes stdout at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_PIPE_CLOSED
+
+
+class _Redacting(io.TextIOBase):
+    """stderr, with every long command-line argument redacted (it could be a key)."""
+
+    def __init__(self, stream: TextIO, argv: Sequence[str]) -> None:
+        self._stream = stream
+        self._argv = argv
+
+    def write(self, text: str) -> int:
+        self._stream.write(redact_arguments(text, self._argv))
+        return len(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def isatty(self) -> bool:
+        return self._stream.isatty()
 
 
 def _client(args: argparse.Namespace) -> AsyncWishub:

@@ -1,41 +1,56 @@
-"""``AsyncWishub``: the client, its lifecycle, its views, and the request pipeline."""
+"""``AsyncWishub``: the client, its lifecycle, its options and its views."""
 
 from __future__ import annotations
 
 import enum
-import http.cookiejar
+import functools
 import ipaddress
-import json
 import os
+import urllib.parse
 import warnings
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
+from functools import cached_property
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 
 import anyio
 import attrs
-import httpx
 
 from . import _fanout
 from ._chat import Chat
-from ._errors import api_error
+from ._errors import DEFAULT_ERROR_TABLE, ErrorTable
 from ._events import Hooks
-from ._keys import AppKey, KeyRing, KeyStatus, load_keys
+from ._http import Handler, Middleware, Request, Response
+from ._httpx import HttpxTransport, new_httpx_client
+from ._keys import AppKey, KeyPolicy, KeyRing, KeyStatus, load_keys
+from ._pipeline import (
+    JSON,
+    CallRecord,
+    Expect,
+    Lifecycle,
+    LifeState,
+    Pipeline,
+    Send,
+    Settings,
+    Shared,
+)
 from ._resources import Embeddings, Models
-from ._retry import CallRecord, RetryPolicy, send_with_retries
-from ._transport import Handler, HttpxTransport, Middleware, Request, Response, Transport
+from ._retry import RetryPolicy
+from ._timeout import Timeout
+from ._version import __version__
+from ._wire import Transport
 from .exceptions import ClientStateError, ConfigurationError
-from .models import ModelList
 
 if TYPE_CHECKING:
-    from ._fanout import OutcomeList
+    import httpx
+
+    from ._fanout import OutcomeList, OutcomeStream
+    from .models import ModelList
 
 __all__ = ["DEFAULT_BASE_URL", "AsyncWishub"]
 
 DEFAULT_BASE_URL = "https://wishub-x1.ctyun.cn/v1"
-DEFAULT_TIMEOUT = httpx.Timeout(600.0, connect=10.0)
-"""Reasoning models answering without streaming can take many minutes."""
 DEFAULT_MAX_CONCURRENCY = 100
 HTTPX_KEEPALIVE = 20
 """Idle connections the httpx pool keeps. Measured, not guessed: httpcore 1.0's pool
@@ -48,51 +63,84 @@ alive, use ``backend="aiohttp"`` (0.24 s there)."""
 T = TypeVar("T")
 ItemT = TypeVar("ItemT")
 Backend = Literal["httpx", "aiohttp"]
-_UNCHANGED: Any = object()
 
 
-class _State(enum.Enum):
-    UNOPENED = "unopened"
-    OPEN = "open"
-    CLOSED = "closed"
+class _Unchanged(enum.Enum):
+    """The typed default of ``with_options``: keep the current value."""
+
+    UNCHANGED = "unchanged"
 
 
-class _Shared:
-    """What every view of one client shares: pool, keys, limits and lifecycle."""
+UNCHANGED = _Unchanged.UNCHANGED
 
-    def __init__(
-        self, transport: Transport, ring: KeyRing, max_concurrency: int, *, owned: bool
-    ) -> None:
-        self.transport = transport
-        self.ring = ring
-        self.limiter = anyio.CapacityLimiter(max_concurrency)
-        self.max_concurrency = max_concurrency
-        self.owned = owned
-        self.state = _State.UNOPENED
-        self.entered = False  # `async with` (a first request also opens, implicitly)
 
-    def __del__(self) -> None:
-        if self.state is _State.OPEN and self.owned:
-            warnings.warn(
-                "AsyncWishub was garbage collected while open; use `async with` or "
-                "`await client.aclose()` to close its connections",
-                ResourceWarning,
-                stacklevel=2,
-            )
+def _type_check(name: str, value: object, kind: type | tuple[type, ...]) -> None:
+    if not isinstance(value, kind):
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise ConfigurationError(f"{name}= takes a {names}, not {type(value).__name__}")
 
 
 @attrs.frozen
 class _Options:
-    """Per-view options; ``with_options`` evolves them."""
+    """A view's options, checked once; ``with_options`` evolves them."""
 
     base_url: str
-    timeout: httpx.Timeout
+    timeout: Timeout
     retry: RetryPolicy
     headers: Mapping[str, str]
     middleware: tuple[Middleware, ...]
-    allow_http: bool
     hooks: Hooks
-    probe: bool = False  # check_keys(): use pinned keys even if quarantined or cooling
+    error_table: ErrorTable
+    allow_http: bool
+
+    @classmethod
+    def checked(
+        cls,
+        *,
+        base_url: object,
+        timeout: object,
+        retry: object,
+        headers: object,
+        middleware: object,
+        hooks: object,
+        error_table: object,
+        allow_http: object,
+    ) -> _Options:
+        """The options, or ``ConfigurationError`` naming the first one that is wrong."""
+        _type_check("allow_http", allow_http, bool)
+        _type_check("retry", retry, RetryPolicy)
+        _type_check("hooks", hooks, Hooks)
+        _type_check("error_table", error_table, ErrorTable)
+        if not isinstance(middleware, Iterable) or not all(map(callable, middleware)):
+            raise ConfigurationError("middleware= takes a list of async callables")
+        return cls(
+            base_url=_check_base_url(base_url, allow_http=bool(allow_http)),
+            timeout=Timeout.coerce(timeout),
+            retry=retry,  # type: ignore[arg-type]  # checked above
+            headers=_check_headers(headers),
+            middleware=tuple(middleware),
+            hooks=hooks,  # type: ignore[arg-type]
+            error_table=error_table,  # type: ignore[arg-type]
+            allow_http=bool(allow_http),
+        )
+
+    def settings(self) -> Settings:
+        """What the pipeline sends with."""
+        parts = urllib.parse.urlsplit(self.base_url)
+        headers = {
+            "accept": "application/json",
+            "user-agent": f"wishub-async/{__version__}",
+            **{name.lower(): value for name, value in self.headers.items()},
+        }
+        return Settings(
+            base_url=self.base_url,
+            root_url=f"{parts.scheme}://{parts.netloc}",
+            timeout=self.timeout,
+            retry=self.retry,
+            error_table=self.error_table,
+            headers=headers,
+            hooks=self.hooks,
+        )
 
 
 class AsyncWishub:
@@ -109,7 +157,8 @@ class AsyncWishub:
             or a ``{label: key}`` dict.
         base_url: the API root; defaults to ``WISHUB_BASE_URL``, else
             ``https://wishub-x1.ctyun.cn/v1``.
-        timeout: an ``httpx.Timeout`` or seconds; default 600 s, 10 s to connect.
+        timeout: a ``Timeout`` (or ``httpx.Timeout``), or seconds for every phase;
+            default 600 s, 10 s to connect.
         retry: the ``RetryPolicy``; default 3 attempts with exponential backoff.
         max_concurrency: requests in flight at once, over all keys (default 100).
         per_key_concurrency: requests in flight at once per key (default: no limit).
@@ -121,10 +170,21 @@ class AsyncWishub:
         hooks: observability callbacks (``Hooks``) for request ends, retries and
             key state changes.
         allow_http: allow plain ``http://`` to a non-loopback host (keys travel in clear).
+        error_table: the ``ErrorTable`` deciding each error's class, retry and key
+            effect (default ``DEFAULT_ERROR_TABLE``).
+        key_policy: the ``KeyPolicy``: how keys rest after errors, how often a call
+            moves between keys.
 
     Raises:
-        ConfigurationError: a key is missing or malformed, or the URL is unsafe.
+        ConfigurationError: an option is missing or malformed (a key, a timeout,
+            the URL...); nothing is opened then.
     """
+
+    _shared: Shared
+    _options: _Options
+    _pinned: AppKey | None
+    _pipeline: Pipeline
+    _send: Send
 
     def __init__(
         self,
@@ -132,7 +192,7 @@ class AsyncWishub:
         *,
         app_keys: Sequence[str] | Mapping[str, str] | None = None,
         base_url: str | None = None,
-        timeout: httpx.Timeout | float | None = None,
+        timeout: Timeout | float | httpx.Timeout | None = None,
         retry: RetryPolicy | None = None,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         per_key_concurrency: int | None = None,
@@ -142,69 +202,86 @@ class AsyncWishub:
         headers: Mapping[str, str] | None = None,
         hooks: Hooks | None = None,
         allow_http: bool = False,
+        error_table: ErrorTable | None = None,
+        key_policy: KeyPolicy | None = None,
     ) -> None:
-        ring = KeyRing(load_keys(app_key, app_keys), per_key_concurrency=per_key_concurrency)
-        if max_concurrency < 1 or (per_key_concurrency is not None and per_key_concurrency < 1):
-            raise ConfigurationError("max_concurrency and per_key_concurrency must be >= 1")
-        options = _make_options(
+        # Everything is checked before anything is opened: a constructor that fails
+        # leaves nothing behind to warn about.
+        options = _Options.checked(
             base_url=base_url or os.environ.get("WISHUB_BASE_URL") or DEFAULT_BASE_URL,
             timeout=timeout,
-            retry=retry or RetryPolicy(),
-            headers=headers or {},
-            middleware=tuple(middleware),
+            retry=RetryPolicy() if retry is None else retry,
+            headers={} if headers is None else headers,
+            middleware=middleware,
+            hooks=Hooks() if hooks is None else hooks,
+            error_table=DEFAULT_ERROR_TABLE if error_table is None else error_table,
             allow_http=allow_http,
-            hooks=hooks or Hooks(),
+        )
+        _check_count("max_concurrency", max_concurrency)
+        if per_key_concurrency is not None:
+            _check_count("per_key_concurrency", per_key_concurrency)
+        key_policy = KeyPolicy() if key_policy is None else key_policy
+        _type_check("key_policy", key_policy, KeyPolicy)
+        ring = KeyRing(
+            load_keys(app_key, app_keys),
+            per_key_concurrency=per_key_concurrency,
+            policy=key_policy,
         )
         transport = _make_transport(backend, http_client, max_concurrency)
-        shared = _Shared(transport, ring, max_concurrency, owned=http_client is None)
-        self._init_view(shared, options, None, None, owner=True)
+        shared = Shared(
+            transport=transport,
+            ring=ring,
+            limiter=anyio.CapacityLimiter(max_concurrency),
+            lifecycle=Lifecycle(),
+            max_concurrency=max_concurrency,
+            owned=http_client is None,
+        )
+        self._bind(shared, options, None)
 
-    def _init_view(
+    def _bind(
         self,
-        shared: _Shared,
+        shared: Shared,
         options: _Options,
         pinned: AppKey | None,
-        record: CallRecord | None,
         *,
-        owner: bool,
+        record: CallRecord | None = None,
+        probe: bool = False,
     ) -> None:
+        """Wire this client (or view) to its shared pool and its own options."""
         self._shared = shared
         self._options = options
         self._pinned = pinned
-        self._record = record
-        self._owner = owner
-        self._base_headers = {
-            "accept": "application/json",
-            "user-agent": f"wishub-async/{_version()}",
-            **{name.lower(): value for name, value in options.headers.items()},
-        }
-        handler: Handler = self._send
-        for middleware in reversed(options.middleware):
-            handler = _bind(middleware, handler)
-        self._handler = handler
-        self.models = Models(self._call)
-        self.chat = Chat(self._call, options.retry.error_table)
-        self.embeddings = Embeddings(self._call, options.retry.error_table)
+        self._pipeline = Pipeline(shared, options.settings(), pinned, probe=probe, record=record)
+        send: Send = self._pipeline.send
+        self._send = _Chain(send, options.middleware) if options.middleware else send
 
-    def _view(self, options: _Options, pinned: AppKey | None, record: CallRecord | None) -> Self:
-        view = object.__new__(type(self))
-        view._init_view(self._shared, options, pinned, record, owner=False)
-        return view
+    # -- resources -------------------------------------------------------------------
 
-    # -- lifecycle ---------------------------------------------------------------
+    @cached_property
+    def models(self) -> Models:
+        """``wh.models``: the models the AppKey may call."""
+        return Models(self._send)
+
+    @cached_property
+    def chat(self) -> Chat:
+        """``wh.chat``: chat completions, whole or streamed."""
+        return Chat(self._send, self._options.error_table)
+
+    @cached_property
+    def embeddings(self) -> Embeddings:
+        """``wh.embeddings``: vectors for texts or token lists."""
+        return Embeddings(self._send)
+
+    # -- lifecycle -------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        if not self._owner:
-            raise ClientStateError(
-                "a view from with_key()/with_options() shares its parent's pool:"
-                " open and close the parent instead"
-            )
-        if self._shared.state is _State.CLOSED:
+        lifecycle = self._shared.lifecycle
+        if lifecycle.state is LifeState.CLOSED:
             raise ClientStateError("this AsyncWishub is closed; create a new one")
-        if self._shared.entered:
+        if lifecycle.entered:
             raise ClientStateError("this AsyncWishub is already open in an `async with`")
-        self._shared.entered = True
-        self._shared.state = _State.OPEN
+        lifecycle.entered = True
+        lifecycle.state = LifeState.OPEN
         return self
 
     async def __aexit__(
@@ -216,107 +293,153 @@ class AsyncWishub:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the connection pool (if we created it). Safe to call twice.
+        """Close the client: end every call in flight, then close the pool.
 
-        Views from ``with_key`` / ``with_options`` do not own the pool: on a view this
-        does nothing; close the parent.
+        Calls still in flight, and streams still being read, end at once with
+        ``ClientClosedError``; calls made afterwards raise ``ClientStateError``. The
+        pool is closed only if we created it (never a caller's ``http_client``). Safe
+        to call twice. On a view from ``with_key`` / ``with_options`` this does
+        nothing: close the parent.
         """
-        if not self._owner or self._shared.state is _State.CLOSED:
+        lifecycle = self._shared.lifecycle
+        if lifecycle.state is LifeState.CLOSED:
             return
-        self._shared.state = _State.CLOSED
+        lifecycle.state = LifeState.CLOSED
         with anyio.CancelScope(shield=True):
             await self._shared.transport.aclose()
 
     @property
     def is_closed(self) -> bool:
         """Whether ``aclose()`` has been called on this client (or its parent)."""
-        return self._shared.state is _State.CLOSED
+        return self._shared.lifecycle.state is LifeState.CLOSED
+
+    def __del__(self) -> None:
+        shared = getattr(self, "_shared", None)  # None: the constructor failed
+        if shared is not None and shared.owned and shared.lifecycle.state is LifeState.OPEN:
+            warnings.warn(
+                "AsyncWishub was garbage collected while open; use `async with` or "
+                "`await client.aclose()` to close its connections",
+                ResourceWarning,
+                stacklevel=2,
+            )
 
     def __repr__(self) -> str:
-        keys = self._shared.ring.keys
-        bound = f" key={self._pinned.label}" if self._pinned else f" keys={len(keys)}"
-        return (
-            f"<AsyncWishub {self._shared.state.value} base_url={self._options.base_url!r}{bound}>"
-        )
+        state = self._shared.lifecycle.state.value
+        pinned = self._pinned
+        bound = f" key={pinned.label}" if pinned else f" keys={len(self._shared.ring.keys)}"
+        return f"<AsyncWishub {state} base_url={self._options.base_url!r}{bound}>"
 
-    # -- views and keys ----------------------------------------------------------
+    # -- views and keys --------------------------------------------------------------
 
     def with_options(
         self,
         *,
-        base_url: str = _UNCHANGED,
-        timeout: httpx.Timeout | float = _UNCHANGED,
-        retry: RetryPolicy = _UNCHANGED,
-        headers: Mapping[str, str] = _UNCHANGED,
-        middleware: Sequence[Middleware] = _UNCHANGED,
-        hooks: Hooks = _UNCHANGED,
-        allow_http: bool = _UNCHANGED,
-    ) -> Self:
+        base_url: str | _Unchanged = UNCHANGED,
+        timeout: Timeout | float | httpx.Timeout | _Unchanged = UNCHANGED,
+        retry: RetryPolicy | _Unchanged = UNCHANGED,
+        headers: Mapping[str, str] | _Unchanged = UNCHANGED,
+        middleware: Sequence[Middleware] | _Unchanged = UNCHANGED,
+        hooks: Hooks | _Unchanged = UNCHANGED,
+        allow_http: bool | _Unchanged = UNCHANGED,
+        error_table: ErrorTable | _Unchanged = UNCHANGED,
+    ) -> AsyncWishub:
         """A view with some options changed, sharing this client's pool and keys.
 
         Each option replaces the current one, except ``headers``, which are merged over
-        the current headers (as OpenAI's ``with_options`` does).
+        the current headers (as OpenAI's ``with_options`` does). The view keeps this
+        client's key pin, if any.
         """
         current = self._options
-        options = _make_options(
-            base_url=current.base_url if base_url is _UNCHANGED else base_url,
-            timeout=current.timeout if timeout is _UNCHANGED else timeout,
-            retry=current.retry if retry is _UNCHANGED else retry,
-            headers=current.headers if headers is _UNCHANGED else {**current.headers, **headers},
-            middleware=current.middleware if middleware is _UNCHANGED else tuple(middleware),
-            allow_http=current.allow_http if allow_http is _UNCHANGED else allow_http,
-            hooks=current.hooks if hooks is _UNCHANGED else hooks,
+        options = _Options.checked(
+            base_url=current.base_url if base_url is UNCHANGED else base_url,
+            timeout=current.timeout if timeout is UNCHANGED else timeout,
+            retry=current.retry if retry is UNCHANGED else retry,
+            headers=current.headers
+            if headers is UNCHANGED
+            else {**current.headers, **_check_headers(headers)},
+            middleware=current.middleware if middleware is UNCHANGED else middleware,
+            hooks=current.hooks if hooks is UNCHANGED else hooks,
+            error_table=current.error_table if error_table is UNCHANGED else error_table,
+            allow_http=current.allow_http if allow_http is UNCHANGED else allow_http,
         )
-        return self._view(options, self._pinned, self._record)
+        return _View(self._shared, options, self._pinned)
 
-    def with_key(self, label: str) -> Self:
-        """A view whose requests all use the key with this label (same pool)."""
-        return self._view(self._options, self._shared.ring.get(label), self._record)
+    def with_key(self, label: str) -> AsyncWishub:
+        """A view whose requests all use the key with this label (same pool).
+
+        On a view already pinned to a key, only that key's own label is accepted.
+        """
+        if self._pinned is not None and label != self._pinned.label:
+            raise ConfigurationError(
+                f"this view is pinned to key {self._pinned.label!r}; it cannot use {label!r}"
+            )
+        return _View(self._shared, self._options, self._shared.ring.get(label))
 
     @property
     def key_labels(self) -> list[str]:
-        """Every key's label, in the order given."""
+        """The labels of the keys this client (or view) may use, in the order given."""
+        if self._pinned is not None:
+            return [self._pinned.label]
         return self._shared.ring.labels
 
     def key_status(self) -> list[KeyStatus]:
-        """A health snapshot per key: label, redacted id, state, counts. Never the key."""
-        return self._shared.ring.status()
+        """A health snapshot per key this client (or view) may use. Never the key."""
+        ring = self._shared.ring
+        return ring.status(None if self._pinned is None else [self._pinned])
 
     async def check_keys(self) -> OutcomeList[ModelList]:
-        """Probe every key with ``GET /models``; keys that work leave quarantine.
+        """Probe each key with ``GET /models``; keys that work leave quarantine.
 
-        Quarantined and cooling keys are probed too; a key that fails the probe gets
+        Every key of the client, or on a ``with_key`` view only its own key.
+        Quarantined and resting keys are probed too; a key that fails the probe gets
         the health its error prescribes.
         """
-        probing = self._view(attrs.evolve(self._options, probe=True), None, None)
-        return await _fanout.fan_out(probing, _list_models, keys=None)
+        self._check_open()
+        return await _fanout.run(
+            ((label, _list_models) for label in self.key_labels),
+            functools.partial(self._tracked, probe=True),
+            workers=self._shared.max_concurrency,
+        )
 
     async def fan_out(
         self,
-        fn: Callable[[Self], Awaitable[T]],
+        fn: Callable[[AsyncWishub], Awaitable[T]],
         *,
         keys: Iterable[str] | None = None,
     ) -> OutcomeList[T]:
         """Run ``fn(view)`` once per key, concurrently; one ``Outcome`` per key.
 
-        A failed key does not raise: its outcome holds the error. Call
+        ``keys`` picks the labels (default: every key; on a ``with_key`` view, its
+        own key). A failed key does not raise: its outcome holds the error. Call
         ``raise_for_errors()`` on the result to raise them as an ``ExceptionGroup``.
         """
-        return await _fanout.fan_out(self, fn, keys=keys)
+        self._check_open()
+        labels = self.key_labels if keys is None else list(keys)
+        for label in labels:
+            self.with_key(label)  # unknown (or, on a pinned view, other) labels fail first
+        return await _fanout.run(
+            ((label, fn) for label in labels),
+            self._tracked,
+            workers=self._shared.max_concurrency,
+        )
 
     async def map(
-        self, fn: Callable[[Self, ItemT], Awaitable[T]], items: Iterable[ItemT]
+        self, fn: Callable[[AsyncWishub, ItemT], Awaitable[T]], items: Iterable[ItemT]
     ) -> OutcomeList[T]:
         """Run ``fn(view, item)`` for each item, spread over the healthy keys.
 
         Results come back in input order, one ``Outcome`` per item. A key-scoped
-        failure (auth, quota, rate limit) moves the call to another key.
+        failure (auth, quota, rate limit) moves the call to another key. On a
+        ``with_key`` view every item uses that key.
         """
-        return await _fanout.map_items(self, fn, items)
+        self._check_open()
+        return await _fanout.run(
+            _fanout.bind_items(fn, items), self._tracked, workers=self._shared.max_concurrency
+        )
 
     def map_as_completed(
-        self, fn: Callable[[Self, ItemT], Awaitable[T]], items: Iterable[ItemT]
-    ) -> AbstractAsyncContextManager[_fanout.OutcomeStream[T]]:
+        self, fn: Callable[[AsyncWishub, ItemT], Awaitable[T]], items: Iterable[ItemT]
+    ) -> AbstractAsyncContextManager[OutcomeStream[T]]:
         """Like ``map``, but hand out each ``Outcome`` as soon as it completes.
 
         Use it as an async context manager:
@@ -327,140 +450,128 @@ class AsyncWishub:
 
         Leaving the block early cancels the calls still running.
         """
-        return _fanout.map_as_completed(self, fn, items)
+        self._check_open()
+        return _fanout.as_completed(
+            _fanout.bind_items(fn, items), self._tracked, workers=self._shared.max_concurrency
+        )
 
-    def _tracked(self, label: str | None) -> tuple[Self, CallRecord]:
-        """A view that records its calls' attempts, bound to ``label`` if given."""
+    def _tracked(self, label: str | None, *, probe: bool = False) -> tuple[AsyncWishub, CallRecord]:
+        """A view that records its calls' attempts, pinned to ``label`` (or this pin)."""
         record = CallRecord()
-        pinned = None if label is None else self._shared.ring.get(label)
-        return self._view(self._options, pinned, record), record
+        pinned = self._pinned if label is None else self._shared.ring.get(label)
+        return _View(self._shared, self._options, pinned, record=record, probe=probe), record
 
-    # -- the pipeline ------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._shared.lifecycle.state is LifeState.CLOSED:
+            raise ClientStateError("this AsyncWishub is closed; create a new one")
 
-    async def _call(self, request: Request) -> Response:
-        state = self._shared.state
-        if state is not _State.OPEN:
-            if state is _State.CLOSED:
-                raise ClientStateError("this AsyncWishub is closed; create a new one")
-            self._shared.state = _State.OPEN
-        return await self._handler(request)
 
-    async def _send(self, request: Request) -> Response:
-        options = self._options
-        content = (
-            None
-            if request.json is None
-            else json.dumps(request.json, ensure_ascii=False, separators=(",", ":")).encode()
+class _View(AsyncWishub):
+    """A client sharing its parent's pool and keys, with its own options or key pin."""
+
+    def __init__(
+        self,
+        shared: Shared,
+        options: _Options,
+        pinned: AppKey | None,
+        *,
+        record: CallRecord | None = None,
+        probe: bool = False,
+    ) -> None:
+        self._bind(shared, options, pinned, record=record, probe=probe)
+
+    async def __aenter__(self) -> Self:
+        raise ClientStateError(
+            "a view from with_key()/with_options() shares its parent's pool:"
+            " open and close the parent instead"
         )
-        url = options.base_url + request.path
-        table = options.retry.error_table
-        # Lower-cased so that no header goes out twice under two spellings; the key's
-        # Authorization is set per attempt below and wins over any a middleware set.
-        headers = {**self._base_headers, **{k.lower(): v for k, v in request.headers.items()}}
-        if content is not None:
-            headers["content-type"] = "application/json"
 
-        async def attempt(request: Request, key: AppKey) -> Response:
-            if self._shared.state is _State.CLOSED:  # aclose() ran while this call waited
-                raise ClientStateError("this AsyncWishub was closed while the call was in flight")
-            headers["authorization"] = key.authorization
-            response = await self._shared.transport.send(
-                request.method,
-                url,
-                headers,
-                content,
-                timeout=options.timeout,
-                stream=request.stream,
-                key=key.label,
-            )
-            response.scrub = key.scrub
-            if 200 <= response.status_code < 300:  # noqa: PLR2004 - the 2xx family
-                if request.check is not None:
-                    await request.check(response)
-                return response
-            body = key.scrub(await response.aread())
-            raise api_error(
-                response.status_code, response.headers, body, key=key.label, table=table
-            )
+    async def aclose(self) -> None:
+        """Views do not own the pool: close the parent instead."""
 
-        return await send_with_retries(
-            request,
-            attempt,
-            ring=self._shared.ring,
-            pinned=self._pinned,
-            policy=options.retry,
-            limiter=self._shared.limiter,
-            record=self._record if self._record is not None else CallRecord(),
-            hooks=options.hooks,
-            probe=options.probe,
-        )
+    def __del__(self) -> None:
+        pass  # the parent warns, if anyone
+
+
+@attrs.frozen
+class _Chain:
+    """A view's middleware around its pipeline.
+
+    The chain is built per call, so the call's expectation reaches the pipeline
+    without passing through the middleware.
+    """
+
+    send: Send
+    middleware: tuple[Middleware, ...]
+
+    async def __call__(self, request: Request, expect: Expect = JSON) -> Response:
+        handler: Handler = functools.partial(self.send, expect=expect)
+        for middleware in reversed(self.middleware):
+            handler = functools.partial(_call_middleware, middleware, handler)
+        return await handler(request)
 
 
 async def _list_models(client: AsyncWishub) -> ModelList:
     return await client.models.list()
 
 
-def _bind(middleware: Middleware, call_next: Handler) -> Handler:
-    async def handler(request: Request) -> Response:
-        return await middleware(request, call_next)
-
-    return handler
+def _call_middleware(middleware: Middleware, call_next: Handler, request: Request) -> Any:
+    return middleware(request, call_next)
 
 
-def _make_options(
-    *,
-    base_url: str,
-    timeout: httpx.Timeout | float | None,
-    retry: RetryPolicy,
-    headers: Mapping[str, str],
-    middleware: tuple[Middleware, ...],
-    allow_http: bool,
-    hooks: Hooks,
-) -> _Options:
-    if not isinstance(retry, RetryPolicy):
-        raise ConfigurationError(f"retry= takes a RetryPolicy, not {type(retry).__name__}")
+def _check_count(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(f"{name} must be a whole number >= 1, got {value!r}")
+
+
+def _check_headers(headers: object) -> dict[str, str]:
+    if not isinstance(headers, Mapping):
+        raise ConfigurationError(f"headers= takes a mapping, not {type(headers).__name__}")
+    checked: dict[str, str] = {}
     for name, value in headers.items():
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise ConfigurationError("header names and values must be strings")
         if name.lower() == "authorization":
             raise ConfigurationError(
                 "set keys with app_key=/app_keys=, not an Authorization header"
             )
-        if not _is_header_safe(name) or not _is_header_safe(value, allow_space=True):
+        if not _visible(name) or not _visible(value, space=True):
             raise ConfigurationError(f"header {name!r} has control or non-ASCII characters")
-    return _Options(
-        base_url=_check_base_url(base_url, allow_http),
-        timeout=(
-            DEFAULT_TIMEOUT
-            if timeout is None
-            else timeout
-            if isinstance(timeout, httpx.Timeout)
-            else httpx.Timeout(timeout)
-        ),
-        retry=retry,
-        headers=dict(headers),
-        middleware=middleware,
-        allow_http=allow_http,
-        hooks=hooks,
-    )
+        checked[name] = value
+    return checked
 
 
-def _is_header_safe(text: str, *, allow_space: bool = False) -> bool:
-    low = 0x20 if allow_space else 0x21
+def _visible(text: str, *, space: bool = False) -> bool:
+    low = 0x20 if space else 0x21
     return bool(text) and all(low <= ord(char) <= 0x7E for char in text)  # noqa: PLR2004
 
 
-def _check_base_url(base_url: str, allow_http: bool) -> str:
+def _check_base_url(base_url: object, *, allow_http: bool) -> str:
+    if not isinstance(base_url, str):
+        raise ConfigurationError(f"base_url must be a str, not {type(base_url).__name__}")
     try:
-        url = httpx.URL(base_url)
-    except (httpx.InvalidURL, TypeError) as exc:
-        raise ConfigurationError(f"base_url {base_url!r} is not a valid URL") from exc
-    if url.scheme not in {"http", "https"} or not url.host:
+        url = urllib.parse.urlsplit(base_url.strip())
+        host = url.hostname
+        url.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError as exc:
+        raise ConfigurationError(f"base_url {base_url!r} is not a valid URL: {exc}") from None
+    if "@" in url.netloc:
+        raise ConfigurationError("base_url must not hold credentials; keys go in app_key=")
+    if url.scheme not in {"http", "https"} or not host:
         raise ConfigurationError(f"base_url must be an http(s) URL with a host, got {base_url!r}")
-    if url.scheme == "http" and not allow_http and not _is_loopback(url.host):
+    if url.query or url.fragment or base_url.rstrip().endswith(("?", "#")):
         raise ConfigurationError(
-            f"refusing to send AppKeys over plain http to {url.host}; use https,"
+            f"base_url {base_url!r} has a query or a fragment; give the API root only,"
+            " such as https://wishub-x1.ctyun.cn/v1"
+        )
+    if not _visible(base_url.strip()):
+        raise ConfigurationError(f"base_url {base_url!r} has spaces or control characters")
+    if url.scheme == "http" and not allow_http and not _is_loopback(host):
+        raise ConfigurationError(
+            f"refusing to send AppKeys over plain http to {host}; use https,"
             " or pass allow_http=True if you really mean it"
         )
-    return base_url.rstrip("/")
+    return base_url.strip().rstrip("/")
 
 
 def _is_loopback(host: str) -> bool:
@@ -472,9 +583,7 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _make_transport(
-    backend: Backend, http_client: httpx.AsyncClient | None, max_concurrency: int
-) -> Transport:
+def _make_transport(backend: object, http_client: object, max_concurrency: int) -> Transport:
     if backend == "aiohttp":
         if http_client is not None:
             raise ConfigurationError("http_client= is an httpx client; it needs backend='httpx'")
@@ -489,22 +598,6 @@ def _make_transport(
         return AiohttpTransport(max_connections=max_concurrency)
     if backend != "httpx":
         raise ConfigurationError(f"backend must be 'httpx' or 'aiohttp', not {backend!r}")
-    if http_client is not None:
-        return HttpxTransport(http_client, owned=False)
-    limits = httpx.Limits(
-        max_connections=max_concurrency,
-        max_keepalive_connections=min(max_concurrency, HTTPX_KEEPALIVE),
-        keepalive_expiry=30.0,
-    )
-    # No cookie ever stored: one key's gateway cookie must not ride along with another's.
-    no_cookies = http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
-    client = httpx.AsyncClient(
-        limits=limits, follow_redirects=False, trust_env=True, cookies=no_cookies
-    )
-    return HttpxTransport(client, owned=True)
-
-
-def _version() -> str:
-    from . import __version__  # noqa: PLC0415 - the package imports this module first
-
-    return __version__
+    if http_client is None:
+        return HttpxTransport(new_httpx_client(max_concurrency, HTTPX_KEEPALIVE), owned=True)
+    return HttpxTransport.of_caller(http_client)

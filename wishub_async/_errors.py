@@ -1,8 +1,9 @@
 """The error-type table, and the one place that reads error bodies.
 
-The table is data: each platform error ``type`` maps to an ``ErrorRule`` naming the
-exception class, whether the same key may be retried, and what the error does to the
-key's health. Unknown types fall back to the HTTP status, then to its family.
+The table is data: each platform error ``type`` (or a telling piece of its message)
+maps to an ``ErrorRule`` naming the exception class, whether the same key may be
+retried, and what the error does to the key's health. Unknown types fall back to the
+HTTP status, then to its family.
 """
 
 from __future__ import annotations
@@ -56,7 +57,10 @@ class KeyEffect(enum.Enum):
     COOL = "cool"
     """Cool the key down until Retry-After (or the backoff) has passed."""
     LONG_COOL = "long_cool"
-    """Cool the key down for ``RetryPolicy.quota_cooldown`` (quota used up)."""
+    """Cool the key down for ``KeyPolicy.quota_cooldown`` (quota used up)."""
+    BLOCK_MODEL = "block_model"
+    """Stop using the key for the call's model for ``KeyPolicy.quota_cooldown``; the
+    key still serves other models (a model's free quota used up)."""
     QUARANTINE = "quarantine"
     """Take the key out of rotation until ``check_keys()`` finds it working."""
 
@@ -95,22 +99,27 @@ _NOT_FOUND = ErrorRule(NotFoundError, retry=False)
 _BAD = ErrorRule(BadRequestError, retry=False)
 _DENIED = ErrorRule(PermissionDeniedError, retry=False)
 _OTHER = ErrorRule(APIError, retry=False)
+_MODEL_QUOTA = ErrorRule(QuotaExceededError, retry=False, key_effect=KeyEffect.BLOCK_MODEL)
 
 
 @attrs.frozen
 class ErrorTable:
-    """Maps error ``type`` first, HTTP status second, to an ``ErrorRule``.
+    """Maps an error's message, ``code``, ``type`` and HTTP status to an ``ErrorRule``.
 
     Extend it rather than replace it:
 
         table = DEFAULT_ERROR_TABLE.with_types(
             {"MODEL_BUSY": ErrorRule(ServerError, retry=True)}
         )
-        policy = RetryPolicy(error_table=table)
+        wh = AsyncWishub(error_table=table)
     """
 
     types: Mapping[str, ErrorRule] = attrs.field(converter=_readonly)
     statuses: Mapping[int, ErrorRule] = attrs.field(converter=_readonly)
+    messages: Mapping[str, ErrorRule] = attrs.field(factory=dict, converter=_readonly)
+    """Pieces of text that decide by themselves wherever they stand in the message
+    (the platform sends a spent free quota as a 429 that only its message tells from
+    a rate limit)."""
     broad_types: frozenset[str] = frozenset({"invalid_request_error"})
     """Types too broad to beat a status with its own row: OpenAI-style servers send
     ``invalid_request_error`` with 401, 404 and 429 too, naming the real error in
@@ -124,15 +133,28 @@ class ErrorTable:
         """Return a table where ``rules`` add to (or override) the status rows."""
         return attrs.evolve(self, statuses={**self.statuses, **rules})
 
+    def with_messages(self, rules: Mapping[str, ErrorRule]) -> ErrorTable:
+        """Return a table where ``rules`` add to (or override) the message rows."""
+        return attrs.evolve(self, messages={**self.messages, **rules})
+
     def rule_for(
-        self, error_type: str | None, status_code: int, code: str | None = None
+        self,
+        error_type: str | None,
+        status_code: int,
+        code: str | None = None,
+        message: str | None = None,
     ) -> ErrorRule:
         """The rule for an error.
 
-        In order: a textual ``code`` in the table (OpenAI's ``invalid_api_key``), the
-        ``type`` (unless it is one of ``broad_types`` and the status has a row), the
-        status, then the status family (5xx: server error; else a plain ``APIError``).
+        In order: a piece of text of ``messages`` found in the message, a textual
+        ``code`` in the table (OpenAI's ``invalid_api_key``), the ``type`` (unless it
+        is one of ``broad_types`` and the status has a row), the status, then the
+        status family (5xx: server error; else a plain ``APIError``).
         """
+        if message and self.messages:
+            for piece, by_message in self.messages.items():
+                if piece in message:
+                    return by_message
         by_status = self.statuses.get(status_code)
         for name in (code, error_type):
             rule = self._by_name(name)
@@ -174,6 +196,7 @@ DEFAULT_ERROR_TABLE = ErrorTable(
         503: _SERVER,
         504: _SERVER,
     },
+    messages={"免费额度已结束": _MODEL_QUOTA},
 )
 """The default error table; the "Retries and errors" guide explains each row."""
 
@@ -222,10 +245,14 @@ def api_error(
     headers: Mapping[str, str],
     content: bytes,
     *,
-    key: str | None,
+    label: str | None,
     table: ErrorTable,
 ) -> APIError:
-    """Build the typed ``APIError`` for a non-2xx response (or an in-stream error)."""
+    """Build the typed ``APIError`` for a non-2xx response (or an in-stream error).
+
+    ``headers`` and ``content`` must already be free of the key (the pipeline
+    replaces an echoed key before anything reads them).
+    """
     try:
         body: Any = json.loads(content) if content.strip() else None
     except (ValueError, RecursionError):  # not JSON, or nested deeper than Python recurses
@@ -245,7 +272,7 @@ def api_error(
     if 300 <= status_code < 400 and "location" in headers:  # noqa: PLR2004 - redirects
         # We never follow redirects (the key must not travel to another host).
         message = f"redirect to {excerpt(headers['location'])} not followed; check base_url"
-    rule = table.rule_for(error_type, status_code, code_name)
+    rule = table.rule_for(error_type, status_code, code_name, message)
     return error_for(
         rule,
         message,
@@ -255,7 +282,7 @@ def api_error(
         param=param,
         request_id=next((headers[h] for h in _REQUEST_ID_HEADERS if h in headers), None),
         body=body,
-        key=key,
+        label=label,
         headers=headers,
     )
 

@@ -29,20 +29,22 @@ class RequestEnded:
     Attributes:
         method: the HTTP method.
         path: the path below the base URL.
-        key: the label of the last key used (None if no key could be used).
+        label: the label of the last key used (None if no key could be used).
         status_code: the final HTTP status, None when no response arrived.
         error: the error type (or exception class name), None on success.
         attempts: HTTP attempts made.
         elapsed: seconds from the call to its end, waits included.
+        model: the model the call named, if any.
     """
 
     method: str
     path: str
-    key: str | None
+    label: str | None
     status_code: int | None
     error: str | None
     attempts: int
     elapsed: float
+    model: str | None = None
 
 
 @attrs.frozen
@@ -52,7 +54,7 @@ class RetryScheduled:
     Attributes:
         method: the HTTP method.
         path: the path below the base URL.
-        key: the label of the key whose attempt failed.
+        label: the label of the key whose attempt failed.
         attempt: the number of the failed attempt (1-based).
         error: the error type (or exception class name).
         wait: seconds before the next attempt (0 when moving to another key).
@@ -61,7 +63,7 @@ class RetryScheduled:
 
     method: str
     path: str
-    key: str
+    label: str
     attempt: int
     error: str
     wait: float
@@ -73,14 +75,14 @@ class KeyStateChanged:
     """The SDK changed a key's health (cooling, quarantine, or recovery).
 
     Attributes:
-        key: the key's label.
+        label: the key's label.
         redacted: ``…`` plus the key's last 4 characters.
         old: the state before.
         new: the state after.
         reason: the error type that caused it, None for a recovery.
     """
 
-    key: str
+    label: str
     redacted: str
     old: KeyState
     new: KeyState

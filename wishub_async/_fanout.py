@@ -1,10 +1,15 @@
-"""``fan_out`` (one call per key) and ``map`` (many items over the healthy keys)."""
+"""Running many calls at once: ``fan_out`` (one per key) and ``map`` (one per item).
+
+Each call runs ``fn(view)`` on a view made for it by the client (pinned to a key,
+or free to use any key its client may use), which records the call's attempts and
+the key it used last. The client passes in everything this module needs: the calls,
+the way to make a view, and how many run at once.
+"""
 
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Generic, TypeVar
 
@@ -12,14 +17,16 @@ import anyio
 import attrs
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-if TYPE_CHECKING:
-    from ._client import AsyncWishub
+from . import _clock
 
-__all__ = ["Outcome", "OutcomeList", "OutcomeStream", "fan_out", "map_as_completed", "map_items"]
+if TYPE_CHECKING:
+    from ._pipeline import CallRecord
+
+__all__ = ["Outcome", "OutcomeList", "OutcomeStream", "as_completed", "bind_items", "run"]
 
 T = TypeVar("T")
 ItemT = TypeVar("ItemT")
-ClientT = TypeVar("ClientT", bound="AsyncWishub")
+ViewT = TypeVar("ViewT")
 
 
 @attrs.frozen
@@ -75,98 +82,48 @@ class OutcomeList(list[Outcome[T]]):
 
 
 OutcomeStream = MemoryObjectReceiveStream[Outcome[T]]
+"""What ``map_as_completed`` yields: an async iterator of ``Outcome``s, as they end."""
+
+Call = tuple[str | None, Callable[[ViewT], Awaitable[T]]]
+"""A key label to pin (None: whatever the client may use) and the call to run."""
+
+MakeView = Callable[[str | None], tuple[ViewT, "CallRecord"]]
+"""Make a tracked view for one call, pinned to the label if one is given."""
 
 
-async def _run(
-    client: ClientT,
-    label: str | None,
-    index: int,
-    call: Callable[[ClientT], Awaitable[T]],
-) -> Outcome[T]:
-    view, record = client._tracked(label)  # noqa: SLF001 - the client's own helper
-    started = time.monotonic()
-    try:
-        value = await call(view)
-    except Exception as exc:  # noqa: BLE001 - an outcome holds any failure of the call
-        elapsed = time.monotonic() - started
-        return Outcome(index, record.key or label, None, exc, record.attempts, elapsed)
-    return Outcome(
-        index, record.key or label, value, None, record.attempts, time.monotonic() - started
-    )
+def bind_items(
+    fn: Callable[[ViewT, ItemT], Awaitable[T]], items: Iterable[ItemT]
+) -> Iterator[Call[ViewT, T]]:
+    """The calls of a ``map``: ``fn(view, item)`` per item, on no particular key."""
+    for item in items:
+        yield None, _Bound(fn, item)
 
 
-async def fan_out(
-    client: ClientT,
-    fn: Callable[[ClientT], Awaitable[T]],
-    *,
-    keys: Iterable[str] | None,
+@attrs.frozen
+class _Bound(Generic[ViewT, ItemT, T]):
+    fn: Callable[[ViewT, ItemT], Awaitable[T]]
+    item: ItemT
+
+    def __call__(self, view: ViewT) -> Awaitable[T]:
+        return self.fn(view, self.item)
+
+
+async def run(
+    calls: Iterable[Call[ViewT, T]], make_view: MakeView[ViewT], *, workers: int
 ) -> OutcomeList[T]:
-    """Run ``fn(view)`` once per key, concurrently (see ``AsyncWishub.fan_out``)."""
-    labels = client.key_labels if keys is None else list(keys)
-    for label in labels:
-        client.with_key(label)  # unknown labels fail before anything is sent
-    return await _collect(client, ((label, fn) for label in labels))
-
-
-async def map_items(
-    client: ClientT,
-    fn: Callable[[ClientT, ItemT], Awaitable[T]],
-    items: Iterable[ItemT],
-) -> OutcomeList[T]:
-    """Run ``fn(view, item)`` per item; outcomes in input order (``AsyncWishub.map``)."""
-    return await _collect(client, ((None, _bind(fn, item)) for item in items))
-
-
-Call = tuple[str | None, Callable[[ClientT], Awaitable[T]]]
-"""A key label to pin (None: any healthy key) and the call to run on the view."""
-
-
-def _bind(
-    fn: Callable[[ClientT, ItemT], Awaitable[T]], item: ItemT
-) -> Callable[[ClientT], Awaitable[T]]:
-    def call(view: ClientT) -> Awaitable[T]:
-        return fn(view, item)
-
-    return call
-
-
-async def _collect(client: ClientT, calls: Iterable[Call[ClientT, T]]) -> OutcomeList[T]:
+    """Run every call; their outcomes in the calls' order."""
     results: dict[int, Outcome[T]] = {}
 
     async def keep(outcome: Outcome[T]) -> None:
         results[outcome.index] = outcome
 
-    await _work(client, calls, keep)
+    await _work(calls, make_view, keep, workers)
     return OutcomeList(results[index] for index in range(len(results)))
 
 
-async def _work(
-    client: ClientT,
-    calls: Iterable[Call[ClientT, T]],
-    deliver: Callable[[Outcome[T]], Awaitable[None]],
-) -> None:
-    """Run the calls on a bounded set of workers; ``deliver`` each outcome.
-
-    As many workers as the client's ``max_concurrency``: enough to keep every slot
-    busy, and no task or view per item before its turn (memory stays flat).
-    """
-    pending = enumerate(calls)
-    workers = client._shared.max_concurrency  # noqa: SLF001 - sizing to the client's limit
-
-    async def worker() -> None:
-        for index, (label, call) in pending:
-            await deliver(await _run(client, label, index, call))
-
-    async with anyio.create_task_group() as group:
-        for _ in range(workers):
-            group.start_soon(worker)
-
-
 @asynccontextmanager
-async def map_as_completed(
-    client: ClientT,
-    fn: Callable[[ClientT, ItemT], Awaitable[T]],
-    items: Iterable[ItemT],
+async def as_completed(
+    calls: Iterable[Call[ViewT, T]], make_view: MakeView[ViewT], *, workers: int
 ) -> AsyncIterator[OutcomeStream[T]]:
     """Yield a stream of outcomes in completion order (``AsyncWishub.map_as_completed``)."""
     send: MemoryObjectSendStream[Outcome[T]]
@@ -174,7 +131,7 @@ async def map_as_completed(
 
     async def produce() -> None:
         async with send:
-            await _work(client, ((None, _bind(fn, item)) for item in items), send.send)
+            await _work(calls, make_view, send.send, workers)
 
     try:
         async with anyio.create_task_group() as group, receive:
@@ -184,8 +141,58 @@ async def map_as_completed(
             finally:
                 group.cancel_scope.cancel()
     except BaseExceptionGroup as grouped:
-        # The producer never raises (outcomes hold the errors): a lone exception is the
-        # caller's own, from the body of the `async with`; give it back as it was.
+        # Outcomes hold the calls' errors: a lone exception is the caller's own (from
+        # the body of the `async with`) or the items' iterable's; give it back as is.
         if len(grouped.exceptions) == 1:
             raise grouped.exceptions[0] from None
         raise
+
+
+async def _work(
+    calls: Iterable[Call[ViewT, T]],
+    make_view: MakeView[ViewT],
+    deliver: Callable[[Outcome[T]], Awaitable[None]],
+    workers: int,
+) -> None:
+    """Run the calls on a bounded set of workers; ``deliver`` each outcome.
+
+    As many workers as the client's ``max_concurrency``: enough to keep every slot
+    busy, and no task or view per item before its turn (memory stays flat). An error
+    raised by the iterable of calls itself stops the work and comes out as it is.
+    """
+    pending = enumerate(calls)
+    broken: list[Exception] = []
+
+    async def worker() -> None:
+        while True:
+            try:
+                index, (label, call) = next(pending)
+            except StopIteration:
+                return
+            except Exception as exc:  # noqa: BLE001 - the items' own error, raised below
+                broken.append(exc)
+                group.cancel_scope.cancel()
+                return
+            await deliver(await _outcome(index, label, call, make_view))
+
+    async with anyio.create_task_group() as group:
+        for _ in range(workers):
+            group.start_soon(worker)
+    if broken:
+        raise broken[0]
+
+
+async def _outcome(
+    index: int, label: str | None, call: Callable[[ViewT], Awaitable[T]], make_view: MakeView[ViewT]
+) -> Outcome[T]:
+    view, record = make_view(label)
+    started = _clock.now()
+    try:
+        value = await call(view)
+    except Exception as exc:  # noqa: BLE001 - an outcome holds any failure of the call
+        return Outcome(
+            index, record.label or label, None, exc, record.attempts, _clock.now() - started
+        )
+    return Outcome(
+        index, record.label or label, value, None, record.attempts, _clock.now() - started
+    )

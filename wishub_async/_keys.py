@@ -2,7 +2,8 @@
 
 A key is only a header: every key shares the client's one connection pool. The
 secret lives in exactly one attribute (the prepared ``Authorization`` value), which
-no repr, str, log line or exception ever shows.
+no repr, str, log line or exception ever shows. Every change to a key's health goes
+through a ``KeyRing`` method, which says what changed so the caller can report it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from datetime import UTC, datetime
 import anyio
 import attrs
 
+from . import _clock
 from ._errors import KeyEffect, error_name
+from ._retry import non_negative
 from .exceptions import (
     APIConnectionError,
     APIError,
@@ -28,20 +31,55 @@ from .exceptions import (
     WishubError,
 )
 
-__all__ = ["AppKey", "KeyRing", "KeyState", "KeyStatus", "MustWait", "load_keys", "redact"]
+__all__ = [
+    "AppKey",
+    "KeyPolicy",
+    "KeyRing",
+    "KeyState",
+    "KeyStatus",
+    "StateChange",
+    "Wait",
+    "load_keys",
+    "redact",
+]
 
 _VISIBLE_ASCII = re.compile(r"[\x21-\x7e]+")
 _ENV_KEY = "WISHUB_APP_KEY"
 _SHOWN_TAIL = 4
 _MIN_LEN_TO_SHOW_TAIL = 12
-_SERVER_ERRORS_BEFORE_COOLING = 3
 _SCAN_LIMIT = 32
 _MIN_LEN_TO_SCRUB = 8
+_SHOWN_LABELS = 5
 
 
 def redact(secret: str) -> str:
     """``…`` plus the last 4 characters; just ``…`` for keys too short to spare them."""
     return "…" + secret[-_SHOWN_TAIL:] if len(secret) >= _MIN_LEN_TO_SHOW_TAIL else "…"
+
+
+def _moves(_: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigurationError(f"{attribute.name} must be an int >= 0, got {value!r}")
+
+
+@attrs.frozen
+class KeyPolicy:
+    """How keys rest after errors, and how often one call moves between keys.
+
+    Attributes:
+        max_key_moves: how often one call may move to another key after a rate limit
+            or a quota error (a limit may be platform-wide). Moving away from a key
+            that rejected the call is not counted: each wrong key is met once.
+        quota_cooldown: how long a key rests after a quota error (the whole key for
+            ``insufficient_quota``; only the call's model for a spent free quota).
+        server_error_cooldown: how long a key rests after server errors in a row.
+        server_errors_before_cooling: how many server errors in a row make it rest.
+    """
+
+    max_key_moves: int = attrs.field(default=3, validator=_moves)
+    quota_cooldown: float = attrs.field(default=300.0, validator=non_negative)
+    server_error_cooldown: float = attrs.field(default=1.0, validator=non_negative)
+    server_errors_before_cooling: int = attrs.field(default=3, validator=_moves)
 
 
 class KeyState(enum.StrEnum):
@@ -69,6 +107,8 @@ class KeyStatus:
         last_error_type: the error type (or exception name) of the last failure.
         cooling_until: when a cooling key becomes usable again (UTC), else None.
         latency_avg: mean seconds per attempt with this key, None before the first.
+        resting_models: the models this key rests from, each with the time (UTC) it
+            serves them again (after a model's free quota ran out).
     """
 
     label: str
@@ -80,6 +120,25 @@ class KeyStatus:
     last_error_type: str | None
     cooling_until: datetime | None
     latency_avg: float | None
+    resting_models: Mapping[str, datetime] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class StateChange:
+    """A key's state moved from ``old`` to ``new`` (for the hooks)."""
+
+    key: AppKey
+    old: KeyState
+    new: KeyState
+
+
+@attrs.frozen
+class Wait:
+    """No key can take the call now; ``key`` is the one free soonest, in ``seconds``."""
+
+    key: AppKey
+    seconds: float
+    until: float
 
 
 @attrs.define(eq=False, repr=False)
@@ -99,75 +158,48 @@ class AppKey:
     last_error_type: str | None = None
     last_api_error: APIError | None = None  # a copy without traceback, for refusal()
     quarantined: bool = False
-    cooling_until: float = 0.0  # time.monotonic() value
+    cooling_until: float = 0.0  # _clock.now() value
+    resting: dict[str, float] = attrs.Factory(dict)  # model -> _clock.now() value
+    echoes: tuple[bytes, ...] = ()  # the forms of the secret a server may echo
+
+    def __attrs_post_init__(self) -> None:
+        secret = self.authorization.removeprefix("Bearer ")
+        if len(secret) >= _MIN_LEN_TO_SCRUB:
+            escaped = json.dumps(secret)[1:-1]
+            forms = dict.fromkeys((escaped.replace("/", "\\/"), escaped, secret))
+            self.echoes = tuple(form.encode() for form in forms)  # longest first
 
     def __repr__(self) -> str:
-        return f"<AppKey {self.label} {self.redacted} {self.state(time.monotonic())}>"
+        return f"<AppKey {self.label} {self.redacted} {self.state(_clock.now())}>"
 
     def state(self, now: float) -> KeyState:
-        """The state at monotonic time ``now``."""
+        """The state at clock time ``now``."""
         if self.quarantined:
             return KeyState.QUARANTINED
         return KeyState.COOLING if self.cooling_until > now else KeyState.HEALTHY
 
-    def record_success(self, latency: float, *, recover: bool = False) -> None:
-        """Count a success; with ``recover`` (a ``check_keys`` probe), lift quarantine."""
-        self.successes += 1
-        self.latency_total += latency
-        self.server_errors_in_row = 0
-        if recover:
-            self.quarantined = False
-
-    def record_failure(
-        self,
-        error: APIError | APIConnectionError,
-        effect: KeyEffect,
-        latency: float,
-        *,
-        transient: bool,
-        cool_for: float,
-        server_error_cooldown: float,
-    ) -> None:
-        """Count a failure and apply its effect on the key's health.
-
-        Only transient failures (server errors, dropped connections, timeouts) count
-        towards a brief cooling; a request the server rejected (400, 404) does not.
-        """
-        self.failures += 1
-        self.latency_total += latency
-        self.last_error_type = error_name(error)
-        self.last_api_error = _bare_copy(error) if isinstance(error, APIError) else None
-        now = time.monotonic()
-        if effect is KeyEffect.QUARANTINE:
-            self.quarantined = True
-        elif effect is KeyEffect.NONE:
-            if not transient:
-                self.server_errors_in_row = 0
-                return
-            self.server_errors_in_row += 1
-            if self.server_errors_in_row >= _SERVER_ERRORS_BEFORE_COOLING:
-                self.server_errors_in_row = 0
-                self.cooling_until = max(self.cooling_until, now + server_error_cooldown)
-        else:
-            self.cooling_until = max(self.cooling_until, now + cool_for)
+    def free_at(self, model: str | None) -> float:
+        """When the key can take a call for ``model`` (inf while quarantined)."""
+        if self.quarantined:
+            return float("inf")
+        if model is not None and self.resting:
+            return max(self.cooling_until, self.resting.get(model, 0.0))
+        return self.cooling_until
 
     def scrub(self, content: bytes) -> bytes:
         """``content`` with this key replaced by its redacted id, for servers that echo it.
 
         The key is replaced as it is and in its JSON-escaped forms (quotes, backslashes
-        and slashes escaped), since error bodies are JSON.
-        Keys shorter than 8 characters are left alone: replacing them would garble text.
+        and slashes escaped). Keys shorter than 8 characters are left alone:
+        replacing them would garble text.
         """
-        secret = self.authorization.removeprefix("Bearer ")
-        if len(secret) < _MIN_LEN_TO_SCRUB:
-            return content
-        escaped = json.dumps(secret)[1:-1]
-        for form in dict.fromkeys((escaped.replace("/", "\\/"), escaped, secret)):  # longest first
-            content = content.replace(form.encode(), self.redacted.encode())
+        for form in self.echoes:
+            if form in content:
+                content = content.replace(form, self.redacted.encode())
         return content
 
     def refusal(self, why: str) -> WishubError:
-        """The error for a call this key will not take (quarantined, or cooling long).
+        """The error for a call this key will not take (quarantined, or resting long).
 
         It is of the same class as the key's last error, with its status, type and
         code, and says that nothing was sent; ``KeyUnavailableError`` if there is none.
@@ -176,12 +208,8 @@ class AppKey:
         last = self.last_api_error
         if last is None:
             reason = f" after {self.last_error_type}" if self.last_error_type else ""
-            return KeyUnavailableError(message + reason, key=self.label)
+            return KeyUnavailableError(message + reason, label=self.label)
         return _bare_copy(last, f"{message} after: {last.message}")
-
-    def end_cooling(self) -> None:
-        """Make a cooling key usable now (after someone waited out its cooling)."""
-        self.cooling_until = 0.0
 
     def snapshot(self, now: float) -> KeyStatus:
         """A frozen, secret-free view of this key's health."""
@@ -195,13 +223,16 @@ class AppKey:
             successes=self.successes,
             failures=self.failures,
             last_error_type=self.last_error_type,
-            cooling_until=(
-                datetime.fromtimestamp(time.time() + self.cooling_until - now, UTC)
-                if cooling
-                else None
-            ),
+            cooling_until=_wall(self.cooling_until, now) if cooling else None,
             latency_avg=self.latency_total / attempts if attempts else None,
+            resting_models={
+                model: _wall(until, now) for model, until in self.resting.items() if until > now
+            },
         )
+
+
+def _wall(until: float, now: float) -> datetime:
+    return datetime.fromtimestamp(time.time() + until - now, UTC)
 
 
 def _bare_copy(error: APIError, message: str | None = None) -> APIError:
@@ -212,7 +243,7 @@ def _bare_copy(error: APIError, message: str | None = None) -> APIError:
         type=error.type,
         code=error.code,
         param=error.param,
-        key=error.key,
+        label=error.label,
     )
     copy.rule = error.rule
     return copy
@@ -222,29 +253,23 @@ def _load(key: AppKey) -> tuple[int, int]:
     return key.in_flight, key.assigned
 
 
-class MustWait(Exception):  # noqa: N818 - a control-flow signal, not an error
-    """Raised by ``KeyRing.pick`` when the only usable keys are cooling."""
-
-    def __init__(self, key: AppKey, seconds: float) -> None:
-        super().__init__(key.label, seconds)
-        self.key = key
-        self.seconds = seconds
-
-
 def load_keys(
-    app_key: str | None, app_keys: Sequence[str] | Mapping[str, str] | None
+    app_key: object, app_keys: Sequence[str] | Mapping[str, str] | None
 ) -> list[tuple[str, str]]:
     """Validate the constructor's key arguments into ``(label, secret)`` pairs."""
     if app_key is not None and app_keys is not None:
         raise ConfigurationError("pass either app_key= or app_keys=, not both")
     if app_keys is not None:
-        if isinstance(app_keys, str):
+        if isinstance(app_keys, str | bytes):
             raise ConfigurationError("app_keys= takes a list or a dict of keys; use app_key=")
-        pairs = (
-            [(str(label), secret) for label, secret in app_keys.items()]
-            if isinstance(app_keys, Mapping)
-            else [(f"key-{index}", secret) for index, secret in enumerate(app_keys)]
-        )
+        if isinstance(app_keys, Mapping):
+            pairs = [(str(label), secret) for label, secret in app_keys.items()]
+        elif isinstance(app_keys, Iterable):
+            pairs = [(f"key-{index}", secret) for index, secret in enumerate(app_keys)]
+        else:
+            raise ConfigurationError(
+                f"app_keys= takes a list or a dict of keys, not {type(app_keys).__name__}"
+            )
         if not pairs:
             raise ConfigurationError("app_keys= is empty: give at least one AppKey")
     else:
@@ -253,12 +278,13 @@ def load_keys(
             raise ConfigurationError(
                 f"no AppKey: pass app_key=... or app_keys=[...], or set {_ENV_KEY}"
             )
-        pairs = [("", secret)]
-    checked = [(label or redact(secret), _check_secret(label, secret)) for label, secret in pairs]
-    labels = [label for label, _ in checked]
+        pairs = [("", secret)]  # type: ignore[list-item]  # checked just below
+    checked = [(_check_secret(label, secret), label) for label, secret in pairs]
+    labelled = [(label or redact(secret), secret) for secret, label in checked]
+    labels = [label for label, _ in labelled]
     if len(set(labels)) != len(labels):
         raise ConfigurationError("key labels must be unique")
-    return checked
+    return labelled
 
 
 def _check_secret(label: str, secret: object) -> str:
@@ -276,11 +302,16 @@ def _check_secret(label: str, secret: object) -> str:
 
 
 class KeyRing:
-    """All keys of one client, and the choice of a key for each attempt."""
+    """All keys of one client: the choice of a key per attempt, and their health."""
 
     def __init__(
-        self, pairs: Iterable[tuple[str, str]], *, per_key_concurrency: int | None
+        self,
+        pairs: Iterable[tuple[str, str]],
+        *,
+        per_key_concurrency: int | None,
+        policy: KeyPolicy,
     ) -> None:
+        self.policy = policy
         self.keys = [
             AppKey(
                 label=label,
@@ -304,55 +335,131 @@ class KeyRing:
         """The key with this label, or ``ConfigurationError`` naming the known ones."""
         try:
             return self._by_label[label]
-        except KeyError:
-            known = ", ".join(self.labels[:5]) + (", …" if len(self.keys) > 5 else "")  # noqa: PLR2004
-            raise ConfigurationError(f"no key labelled {label!r} (known: {known})") from None
+        except (KeyError, TypeError):
+            known = ", ".join(self.labels[:_SHOWN_LABELS])
+            more = ", …" if len(self.keys) > _SHOWN_LABELS else ""
+            raise ConfigurationError(f"no key labelled {label!r} (known: {known}{more})") from None
 
-    def pick(self, pinned: AppKey | None, exclude: Sequence[AppKey] = ()) -> AppKey:
-        """The key for the next attempt: least in flight among healthy keys.
+    # -- choice --------------------------------------------------------------------
 
-        With more than ``_SCAN_LIMIT`` keys, the less loaded of two healthy keys drawn
-        at random ("power of two choices": nearly as even, and O(1) instead of a scan
-        of every key per attempt); the full scan is the fallback.
+    def choose(
+        self,
+        model: str | None,
+        pinned: AppKey | None = None,
+        avoid: Sequence[AppKey] = (),
+        *,
+        probe: bool = False,
+    ) -> AppKey | Wait:
+        """The key for the next attempt: the least loaded one free now.
+
+        Keys in ``avoid`` (those this call just failed on) are taken only when no
+        other key is free now. With more than 32 keys, the less loaded of two keys
+        drawn at random ("power of two choices": nearly as even, and O(1)) comes
+        first; the full scan is the fallback. With no key free now, the answer is a
+        ``Wait`` for the one free soonest.
 
         Raises:
-            MustWait: only cooling keys are left; wait, then ask again.
-            KeyUnavailableError: no key can take the request at all.
+            WishubError: no key can take the call at all: the pinned key's refusal,
+                or ``KeyUnavailableError`` naming each key's state.
         """
-        now = time.monotonic()
+        now = _clock.now()
         if pinned is not None:
-            return self._usable(pinned, now)
-        if len(self.keys) == 1:
-            return self._usable(self.keys[0], now)
-        if len(self.keys) > _SCAN_LIMIT:
+            return pinned if probe else self._usable(pinned, model, now)
+        keys = self.keys
+        if len(keys) == 1:
+            return self._usable(keys[0], model, now)
+        if len(keys) > _SCAN_LIMIT:
             drawn = [
                 key
-                for key in (random.choice(self.keys), random.choice(self.keys))  # noqa: S311
-                if not key.quarantined and key.cooling_until <= now and key not in exclude
+                for key in (random.choice(keys), random.choice(keys))  # noqa: S311
+                if key.free_at(model) <= now and key not in avoid
             ]
             if drawn:
                 return min(drawn, key=_load)
-        best: AppKey | None = None
-        for key in self.keys:
-            if key.quarantined or key.cooling_until > now or key in exclude:
-                continue
-            if best is None or _load(key) < _load(best):
-                best = key
+        free = [key for key in keys if key.free_at(model) <= now]
+        best = min((key for key in free if key not in avoid), key=_load, default=None)
+        best = best or min(free, key=_load, default=None)
         if best is not None:
             return best
-        candidates = [key for key in self.keys if key not in exclude] or self.keys
-        cooling = [key for key in candidates if not key.quarantined]
-        if cooling:
-            soonest = min(cooling, key=lambda key: key.cooling_until)
-            raise MustWait(soonest, soonest.cooling_until - now)
-        raise KeyUnavailableError(self.describe(candidates, now))
+        soonest = min(keys, key=lambda key: key.free_at(model))
+        if soonest.quarantined:
+            raise KeyUnavailableError(self.describe(keys, now))
+        until = soonest.free_at(model)
+        return Wait(soonest, until - now, until)
 
-    def _usable(self, key: AppKey, now: float) -> AppKey:
+    def _usable(self, key: AppKey, model: str | None, now: float) -> AppKey | Wait:
         if key.quarantined:
             raise key.refusal("quarantined (check_keys() probes it again)")
-        if key.cooling_until > now:
-            raise MustWait(key, key.cooling_until - now)
-        return key
+        until = key.free_at(model)
+        return key if until <= now else Wait(key, until - now, until)
+
+    def end_wait(self, wait: Wait, model: str | None) -> None:
+        """Someone waited ``wait`` out: make its key free now, unless it rested again."""
+        key = wait.key
+        if key.cooling_until == wait.until:
+            key.cooling_until = 0.0
+        if model is not None and key.resting.get(model) == wait.until:
+            del key.resting[model]
+
+    # -- health --------------------------------------------------------------------
+
+    def succeeded(self, key: AppKey, latency: float, *, probe: bool) -> StateChange | None:
+        """Count a success; a ``check_keys`` probe also lifts quarantine."""
+        key.successes += 1
+        key.latency_total += latency
+        key.server_errors_in_row = 0
+        # Only a probe lifts quarantine: a call that was already on its way when the
+        # key was quarantined must not bring a revoked key back.
+        if probe and (key.quarantined or key.cooling_until):
+            before = key.state(_clock.now())
+            key.quarantined = False
+            key.cooling_until = 0.0
+            return StateChange(key, before, KeyState.HEALTHY)
+        return None
+
+    def failed(
+        self,
+        key: AppKey,
+        error: APIError | APIConnectionError,
+        effect: KeyEffect,
+        latency: float,
+        *,
+        model: str | None,
+        transient: bool,
+        cool_for: float,
+    ) -> StateChange | None:
+        """Count a failure and apply its effect on the key's health.
+
+        Only transient failures (server errors, dropped connections, timeouts) count
+        towards a brief cooling; a request the server rejected (400, 404) does not.
+        """
+        now = _clock.now()
+        before = key.state(now)
+        key.failures += 1
+        key.latency_total += latency
+        key.last_error_type = error_name(error)
+        key.last_api_error = _bare_copy(error) if isinstance(error, APIError) else None
+        policy = self.policy
+        if effect is KeyEffect.QUARANTINE:
+            key.quarantined = True
+        elif effect is KeyEffect.COOL:
+            key.cooling_until = max(key.cooling_until, now + cool_for)
+        elif effect is KeyEffect.LONG_COOL or (effect is KeyEffect.BLOCK_MODEL and model is None):
+            key.cooling_until = max(key.cooling_until, now + policy.quota_cooldown)
+        elif effect is KeyEffect.BLOCK_MODEL:
+            assert model is not None  # noqa: S101 - the branch above took model None
+            key.resting[model] = max(key.resting.get(model, 0.0), now + policy.quota_cooldown)
+        elif not transient:
+            key.server_errors_in_row = 0
+        else:
+            key.server_errors_in_row += 1
+            if key.server_errors_in_row >= max(policy.server_errors_before_cooling, 1):
+                key.server_errors_in_row = 0
+                key.cooling_until = max(key.cooling_until, now + policy.server_error_cooldown)
+        after = key.state(now)
+        return None if after is before else StateChange(key, before, after)
+
+    # -- reports -------------------------------------------------------------------
 
     @staticmethod
     def describe(keys: Sequence[AppKey], now: float) -> str:
@@ -360,12 +467,12 @@ class KeyRing:
         shown = [
             f"{key.label} {key.state(now)}"
             + (f" after {key.last_error_type}" if key.last_error_type else "")
-            for key in keys[:5]
+            for key in keys[:_SHOWN_LABELS]
         ]
-        more = f" and {len(keys) - 5} more" if len(keys) > 5 else ""  # noqa: PLR2004
+        more = f" and {len(keys) - _SHOWN_LABELS} more" if len(keys) > _SHOWN_LABELS else ""
         return f"no usable AppKey: {'; '.join(shown)}{more}"
 
-    def status(self) -> list[KeyStatus]:
-        """A snapshot per key, in the order given."""
-        now = time.monotonic()
-        return [key.snapshot(now) for key in self.keys]
+    def status(self, keys: Sequence[AppKey] | None = None) -> list[KeyStatus]:
+        """A snapshot per key (of ``keys``, or of every key), in the order given."""
+        now = _clock.now()
+        return [key.snapshot(now) for key in (self.keys if keys is None else keys)]

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from ._converter import structure_json
-from ._errors import ErrorTable, api_error
-from ._transport import Request, Response
+from ._http import Request
+from ._pipeline import Send
+from .exceptions import InvalidRequestError
 from .models import EmbeddingList, ModelList
 
-__all__ = ["Call", "Embeddings", "Models", "error_check", "is_error_event", "request_body"]
-
-Call = Callable[[Request], Awaitable[Response]]
+__all__ = ["Embeddings", "Models", "request_body"]
 
 _LIST_MODELS = Request("GET", "/models")
 
@@ -21,8 +19,8 @@ _LIST_MODELS = Request("GET", "/models")
 class Models:
     """``wh.models``: the models the AppKey may call."""
 
-    def __init__(self, call: Call) -> None:
-        self._call = call
+    def __init__(self, send: Send) -> None:
+        self._send = send
 
     async def list(self) -> ModelList:
         """``GET /models``: the models this key's service group is bound to.
@@ -32,16 +30,15 @@ class Models:
             APIConnectionError: no answer arrived (after the retries).
             ResponseValidationError: the answer was not a model list.
         """
-        response = await self._call(_LIST_MODELS)
+        response = await self._send(_LIST_MODELS)
         return structure_json(response.content, ModelList)
 
 
 class Embeddings:
     """``wh.embeddings``: vectors for texts or token lists."""
 
-    def __init__(self, call: Call, table: ErrorTable) -> None:
-        self._call = call
-        self._check = error_check(table)
+    def __init__(self, send: Send) -> None:
+        self._send = send
 
     async def create(
         self,
@@ -77,55 +74,22 @@ class Embeddings:
             {"encoding_format": encoding_format, "dimensions": dimensions, "user": user},
             extra_body,
         )
-        response = await self._call(Request("POST", "/embeddings", json=body, check=self._check))
+        response = await self._send(Request("POST", "/embeddings", json=body, model=model))
         return structure_json(response.content, EmbeddingList)
 
 
 def request_body(
     required: dict[str, Any], optional: Mapping[str, Any], extra_body: Mapping[str, Any] | None
 ) -> dict[str, Any]:
-    """A JSON body: the required fields, the optional ones that are not None, then extras."""
+    """A JSON body: the required fields, the optional ones that are not None, then extras.
+
+    Raises:
+        InvalidRequestError: ``model`` is not a non-empty string.
+    """
     if not isinstance(required.get("model"), str) or not required["model"]:
-        raise TypeError("model= must be a non-empty string (the model's id)")
+        raise InvalidRequestError("model= must be a non-empty string (the model's id or name)")
     body = required
     body.update((name, value) for name, value in optional.items() if value is not None)
     if extra_body:
         body.update(extra_body)
     return body
-
-
-def error_check(table: ErrorTable) -> Callable[[Response], Awaitable[None]]:
-    """A ``Request.check`` that turns a 2xx body holding only ``{"error": ...}`` into an error.
-
-    The platform reports some failures inside a 200 (as it does mid-stream); without
-    this check such a body would parse into an empty result.
-    """
-
-    async def check(response: Response) -> None:
-        content = response.content
-        if b'"error"' not in content:
-            return
-        try:
-            data = json.loads(content)
-        except ValueError:
-            return  # not JSON: the converter reports it
-        if is_error_event(data):
-            raise api_error(
-                response.status_code,
-                response.headers,
-                response.scrub(content),
-                key=response.key,
-                table=table,
-            )
-
-    return check
-
-
-def is_error_event(data: object) -> bool:
-    """Whether decoded JSON is an error envelope rather than a result."""
-    return (
-        isinstance(data, dict)
-        and bool(data.get("error"))
-        and not data.get("choices")
-        and not data.get("data")
-    )

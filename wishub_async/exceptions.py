@@ -3,7 +3,7 @@
 ``WishubError`` is the root. ``APIError`` means the server answered with an error;
 its subclass is chosen from the error-type table (see ``ErrorTable``).
 ``APIConnectionError`` means no usable answer arrived. No exception ever holds an
-AppKey: ``key`` is the key's label or its redacted id (``…`` plus 4 characters).
+AppKey: ``label`` is the key's label or its redacted id (``…`` plus 4 characters).
 """
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ __all__ = [
     "APITimeoutError",
     "AuthenticationError",
     "BadRequestError",
+    "ClientClosedError",
     "ClientStateError",
     "ConfigurationError",
+    "InvalidRequestError",
     "KeyUnavailableError",
     "NotFoundError",
     "PermissionDeniedError",
@@ -40,25 +42,42 @@ class ConfigurationError(WishubError, ValueError):
     """The client was configured wrongly (missing or malformed key, unsafe URL...)."""
 
 
+class InvalidRequestError(WishubError, ValueError):
+    """A request the SDK will not send, so nothing was sent.
+
+    For example a body that is not JSON, a missing model, or a header with control or
+    non-ASCII characters (set by a middleware, say).
+    """
+
+
 class ClientStateError(WishubError, RuntimeError):
     """The client was used after ``aclose()``, opened twice, or a view was opened."""
 
 
-class KeyUnavailableError(WishubError):
+class _Labelled:
+    label: str | None
+
+    @property
+    def key(self) -> str | None:
+        """The same as ``label`` (the 0.1 name; ``key`` now always means the secret)."""
+        return self.label
+
+
+class KeyUnavailableError(_Labelled, WishubError):
     """No AppKey can take the request: every candidate is quarantined or cooling.
 
     Attributes:
-        key: the label of the key that was asked for, or None when any key would do.
+        label: the label of the key that was asked for, or None when any key would do.
         reason: a short explanation naming each key's state.
     """
 
-    def __init__(self, reason: str, *, key: str | None = None) -> None:
+    def __init__(self, reason: str, *, label: str | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
-        self.key = key
+        self.label = label
 
 
-class APIError(WishubError):
+class APIError(_Labelled, WishubError):
     """The server answered with an error.
 
     Attributes:
@@ -69,7 +88,7 @@ class APIError(WishubError):
         param: the offending parameter, when the server named one.
         request_id: the request id from the response headers, when present.
         body: the raw body: parsed JSON when it was JSON, else the text.
-        key: the label (or redacted id) of the AppKey that was used.
+        label: the label (or redacted id) of the AppKey that was used.
         retry_after: seconds the server asked us to wait, when it said so.
         should_retry: the server's ``x-should-retry`` header as a bool, when sent.
         rule: the row of the error table that classified it (None if built by hand).
@@ -88,7 +107,7 @@ class APIError(WishubError):
         param: str | None = None,
         request_id: str | None = None,
         body: Any = None,
-        key: str | None = None,
+        label: str | None = None,
         retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
@@ -99,7 +118,7 @@ class APIError(WishubError):
         self.param = param
         self.request_id = request_id
         self.body = body
-        self.key = key
+        self.label = label
         self.retry_after = retry_after
 
     def __str__(self) -> str:
@@ -113,12 +132,12 @@ class APIError(WishubError):
         return f"{text} [{', '.join(tail)}]" if tail else text
 
     def _context(self) -> tuple[tuple[str, str | None], ...]:
-        return (("param", self.param), ("key", self.key), ("request_id", self.request_id))
+        return (("param", self.param), ("key", self.label), ("request_id", self.request_id))
 
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(status_code={self.status_code}, type={self.type!r}, "
-            f"code={self.code!r}, message={self.message!r}, key={self.key!r})"
+            f"code={self.code!r}, message={self.message!r}, label={self.label!r})"
         )
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -126,7 +145,7 @@ class APIError(WishubError):
         return (_rebuild, (type(self), self.__dict__))
 
 
-def _rebuild(cls: type[APIError], state: dict[str, Any]) -> APIError:
+def _rebuild(cls: type[WishubError], state: dict[str, Any]) -> WishubError:
     error = cls.__new__(cls)
     Exception.__init__(error, state.get("message", ""))
     error.__dict__.update(state)
@@ -161,24 +180,35 @@ class ServerError(APIError):
     """The platform failed (5xx, 408, ``INVOKE_MODEL_ERROR``); usually transient."""
 
 
-class APIConnectionError(WishubError):
+class APIConnectionError(_Labelled, WishubError):
     """No usable response arrived: refused, reset, closed early, or unreadable.
 
     Attributes:
-        key: the label (or redacted id) of the AppKey that was used, if any.
+        label: the label (or redacted id) of the AppKey that was used, if any.
     """
 
-    def __init__(self, message: str, *, key: str | None = None) -> None:
+    def __init__(self, message: str, *, label: str | None = None) -> None:
         super().__init__(message)
         self.message = message
-        self.key = key
+        self.label = label
 
     def __str__(self) -> str:
-        return f"{self.message} [key={self.key}]" if self.key else self.message
+        return f"{self.message} [key={self.label}]" if self.label else self.message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.__dict__))
 
 
 class APITimeoutError(APIConnectionError):
     """The request timed out, or the retry deadline ran out."""
+
+
+class ClientClosedError(ClientStateError, APIConnectionError):
+    """``aclose()`` ran while this call was in flight (or before it was sent).
+
+    It is a ``ClientStateError`` (the client is closed: never retried) and an
+    ``APIConnectionError`` (no answer came).
+    """
 
 
 class ResponseValidationError(WishubError):

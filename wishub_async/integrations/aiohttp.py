@@ -23,8 +23,7 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from .._client import AsyncWishub
-from ..exceptions import ClientStateError
+from .. import AsyncWishub, ClientStateError
 
 __all__ = ["WISHUB_CLIENT", "get_wishub", "wishub_cleanup_ctx"]
 

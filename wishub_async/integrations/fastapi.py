@@ -25,8 +25,7 @@ from typing import Annotated
 from fastapi import Depends, FastAPI
 from starlette.requests import HTTPConnection
 
-from .._client import AsyncWishub
-from ..exceptions import ClientStateError
+from .. import AsyncWishub, ClientStateError
 
 __all__ = ["STATE_ATTRIBUTE", "WishubDep", "attach_wishub", "get_wishub", "wishub_lifespan"]
 

@@ -18,10 +18,7 @@ from __future__ import annotations
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from .. import __version__
-from .._errors import error_name
-from .._transport import Handler, Middleware, Request, Response
-from ..exceptions import APIError, WishubError
+from .. import APIError, Handler, Middleware, Request, Response, WishubError, __version__
 
 __all__ = ["tracing_middleware"]
 
@@ -51,15 +48,17 @@ def tracing_middleware(tracer: trace.Tracer | None = None) -> Middleware:
             try:
                 response = await call_next(request)
             except WishubError as error:
-                span.set_attribute("error.type", error_name(error))
+                span.set_attribute(
+                    "error.type", getattr(error, "type", None) or type(error).__name__
+                )
                 if isinstance(error, APIError):
                     span.set_attribute("http.response.status_code", error.status_code)
-                if error_key := getattr(error, "key", None):
-                    span.set_attribute("wishub.key", error_key)
+                if label := getattr(error, "label", None):
+                    span.set_attribute("wishub.label", label)
                 span.set_status(Status(StatusCode.ERROR, type(error).__name__))
                 raise
             span.set_attribute("http.response.status_code", response.status_code)
-            span.set_attribute("wishub.key", response.key)
+            span.set_attribute("wishub.label", response.label)
             span.set_attribute("wishub.attempts", response.attempts)
             return response
 

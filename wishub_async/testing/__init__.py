@@ -2,6 +2,9 @@
 
 - ``FakeWishub``: a scriptable fake platform, in-process or on a loopback port.
 - ``instant_waits()``: make every retry and cooling wait instant.
+
+This package is built on the public API, like any user's code, with one exception:
+``instant_waits()`` flips the request path's test switch (``_clock``).
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from .. import _retry
+from .. import _clock
 from ._chat import FakeChat, FakeEmbeddings, StreamFailure
 from ._fake import DEFAULT_MODELS, Failure, FakeRequest, FakeWishub, Reply
 
@@ -35,9 +38,9 @@ def instant_waits() -> Iterator[None]:
         with instant_waits():
             await wh.models.list()  # retries at once
     """
-    previous = _retry.instant_waits_enabled()
-    _retry.set_instant_waits(True)
+    previous = _clock.instant_waits_enabled()
+    _clock.set_instant_waits(True)
     try:
         yield
     finally:
-        _retry.set_instant_waits(previous)
+        _clock.set_instant_waits(previous)

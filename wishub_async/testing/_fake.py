@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import json
+import ssl
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from contextlib import AbstractAsyncContextManager
+from typing import Any, ClassVar, Literal
 
 import anyio
 import attrs
 import httpx
 
-from .._keys import redact
+from .. import AsyncWishub
 from ._chat import FakeChat, FakeEmbeddings, chat_route, embeddings_route
-
-if TYPE_CHECKING:
-    from .._client import AsyncWishub
 
 __all__ = ["CUT_BODY", "DEFAULT_MODELS", "Failure", "FakeRequest", "FakeWishub", "Reply"]
 
@@ -144,7 +143,7 @@ class FakeRequest:
 
     method: str
     path: str
-    key: str | None = attrs.field(repr=lambda key: redact(key) if key else "None")
+    key: str | None = attrs.field(repr=lambda key: f"…{key[-4:]}" if key else "None")
     json: Any
     status: int
     headers: Mapping[str, str] = attrs.field(factory=dict, repr=False)
@@ -192,6 +191,10 @@ class FakeWishub(httpx.AsyncBaseTransport):
         ):
             self.add_key(key, key_models)
         self.requests: list[FakeRequest] = []
+        self.open_connections = 0
+        """Connections the loopback server holds open now (``serve()`` only)."""
+        self.connections_opened = 0
+        """Connections the loopback server accepted in all (``serve()`` only)."""
         self.in_flight: Counter[str | None] = Counter()
         self.peak_in_flight: Counter[str | None] = Counter()
         self.peak_in_flight_total = 0
@@ -241,8 +244,6 @@ class FakeWishub(httpx.AsyncBaseTransport):
         URL to ``AsyncWishub(base_url=...)``; a ``base_url`` here is refused, since
         it would silently be ignored.
         """
-        from .._client import AsyncWishub  # noqa: PLC0415 - avoid an import cycle
-
         if "base_url" in options or "http_client" in options:
             raise TypeError(
                 "fake.client() is in-process; for real HTTP use"
@@ -252,11 +253,15 @@ class FakeWishub(httpx.AsyncBaseTransport):
             base_url=IN_PROCESS_URL, http_client=httpx.AsyncClient(transport=self), **options
         )
 
-    def serve(self) -> Any:
-        """Serve real HTTP on a loopback port: ``async with fake.serve() as base_url``."""
-        from ._server import serve  # noqa: PLC0415 - only needed for real HTTP
+    def serve(self, *, tls: ssl.SSLContext | None = None) -> AbstractAsyncContextManager[str]:
+        """Serve real HTTP on a loopback port: ``async with fake.serve() as base_url``.
 
-        return serve(self)
+        Args:
+            tls: a server-side ``ssl.SSLContext`` to speak HTTPS instead.
+        """
+        from ._server import serve  # noqa: PLC0415 - _server imports this module
+
+        return serve(self, tls)
 
     # -- answering ---------------------------------------------------------------
 

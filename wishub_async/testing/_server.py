@@ -7,15 +7,17 @@ bodies, ``Content-Length`` or chunked replies, and real connection drops and res
 from __future__ import annotations
 
 import socket
+import ssl
 import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from http import HTTPStatus
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
 import httpx
+from anyio.streams.tls import TLSListener
 
 from ._fake import CUT_BODY
 
@@ -28,48 +30,97 @@ _MAX_HEAD = 64 * 1024
 
 
 @asynccontextmanager
-async def serve(fake: FakeWishub) -> AsyncIterator[str]:
-    """Serve ``fake`` on 127.0.0.1 on a free port; yield its base URL (``.../v1``)."""
-    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
-    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+async def serve(fake: FakeWishub, tls: ssl.SSLContext | None = None) -> AsyncIterator[str]:
+    """Serve ``fake`` on 127.0.0.1 on a free port; yield its base URL (``.../v1``).
 
-    async def handle(stream: anyio.abc.SocketStream) -> None:
-        async with stream:
-            await _connection(fake, stream)
+    With ``tls`` (a server-side ``ssl.SSLContext``) it speaks HTTPS.
+    """
+    tcp = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    port = tcp.extra(anyio.abc.SocketAttribute.local_port)
+    listener: anyio.abc.Listener[Any] = (
+        tcp if tls is None else TLSListener(tcp, tls, standard_compatible=False)
+    )
+    scheme = "http" if tls is None else "https"
+
+    async def handle(stream: anyio.abc.ByteStream) -> None:
+        fake.connections_opened += 1
+        fake.open_connections += 1
+        try:
+            async with stream:
+                await _connection(fake, stream)
+        finally:
+            fake.open_connections -= 1
 
     async with listener, anyio.create_task_group() as group:
         group.start_soon(listener.serve, handle)
         try:
-            yield f"http://127.0.0.1:{port}/v1"
+            yield f"{scheme}://127.0.0.1:{port}/v1"
         finally:
             group.cancel_scope.cancel()
 
 
-async def _connection(fake: FakeWishub, stream: anyio.abc.SocketStream) -> None:
+async def _connection(fake: FakeWishub, stream: anyio.abc.ByteStream) -> None:
     buffer = b""
     while True:
         try:
             request, buffer = await _read_request(stream, buffer)
         except (anyio.EndOfStream, anyio.BrokenResourceError, OSError, ValueError):
             return
-        method, target, headers, body = request
-        reply = await fake.answer(method, target.split("?")[0], headers, body)
-        if reply.drop == "drop":
+        reply, more = await _answer_unless_hung_up(fake, stream, request)
+        buffer += more
+        if reply is None or not await _reply(stream, reply):
             return
+        if request[2].get("connection", "").lower() == "close":
+            return
+
+
+async def _reply(stream: anyio.abc.ByteStream, reply: Reply) -> bool:
+    """Send the reply (or the scripted drop); whether the connection can go on."""
+    if reply.drop in {"drop", "reset"}:
         if reply.drop == "reset":
             _reset(stream)
-            return
-        try:
-            if not await _send(stream, reply):
-                return
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError, httpx.HTTPError):
-            return  # httpx.HTTPError: a scripted drop in the middle of a streamed body
-        if headers.get("connection", "").lower() == "close":
-            return
+        return False
+    try:
+        return await _send(stream, reply)
+    except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError, httpx.HTTPError):
+        return False  # httpx.HTTPError: a scripted drop in the middle of a streamed body
+
+
+async def _answer_unless_hung_up(
+    fake: FakeWishub,
+    stream: anyio.abc.ByteStream,
+    request: tuple[str, str, dict[str, str], bytes],
+) -> tuple[Reply | None, bytes]:
+    """The fake's reply (and bytes that came meanwhile), or None if the client hung up.
+
+    A real server notices a client that hangs up; so does this one, which lets tests
+    check that no connection outlives a client's ``aclose()``.
+    """
+    method, target, headers, body = request
+    reply: Reply | None = None
+    early = bytearray()
+
+    async with anyio.create_task_group() as group:
+
+        async def answer() -> None:
+            nonlocal reply
+            reply = await fake.answer(method, target.split("?")[0], headers, body)
+            group.cancel_scope.cancel()
+
+        async def watch() -> None:
+            try:
+                while True:
+                    early.extend(await stream.receive())
+            except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
+                group.cancel_scope.cancel()
+
+        group.start_soon(answer)
+        group.start_soon(watch)
+    return reply, bytes(early)
 
 
 async def _read_request(
-    stream: anyio.abc.SocketStream, buffer: bytes
+    stream: anyio.abc.ByteStream, buffer: bytes
 ) -> tuple[tuple[str, str, dict[str, str], bytes], bytes]:
     """One request from the connection: ((method, target, headers, body), rest)."""
     while b"\r\n\r\n" not in buffer:
@@ -89,7 +140,7 @@ async def _read_request(
     return (method, target, headers, buffer[:length]), buffer[length:]
 
 
-async def _send(stream: anyio.abc.SocketStream, reply: Reply) -> bool:
+async def _send(stream: anyio.abc.ByteStream, reply: Reply) -> bool:
     """Write one reply; False when the connection must close (a scripted drop)."""
     try:
         reason = HTTPStatus(reply.status).phrase
@@ -123,7 +174,7 @@ async def _send(stream: anyio.abc.SocketStream, reply: Reply) -> bool:
     return True
 
 
-def _reset(stream: anyio.abc.SocketStream) -> None:
+def _reset(stream: anyio.abc.ByteStream) -> None:
     """Make the coming close a TCP reset (RST) instead of an orderly FIN."""
     raw = stream.extra(anyio.abc.SocketAttribute.raw_socket)
     raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

@@ -1,0 +1,769 @@
+"""The request path: one call, from the middleware's ``call_next`` to a settled response.
+
+It reads top to bottom, one layer a method, in the manner of httpx's ``send``:
+
+- ``Pipeline.send``: the call as a whole: the client is open, the request is valid,
+  the request-end hook hears how it ended;
+- ``_send_with_retries``: the deadline, and the loop of attempts: a key chosen per
+  attempt, concurrency slots taken, what each failure decides (wait, move to another
+  key, or give up), the keys' health updated;
+- ``_send_one_attempt``: one HTTP exchange on one key: the wire request, the
+  transport, and the one place where a ``Response`` is built whole or an error body
+  becomes an ``APIError``.
+
+A streamed response keeps its slots until its body is closed (``_StreamBody``); the
+key's health and the request-end hook wait for that too.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+
+import anyio
+import attrs
+
+from . import _clock
+from ._errors import ErrorRule, ErrorTable, KeyEffect, api_error, error_name
+from ._events import Hooks, KeyStateChanged, RequestEnded, RetryScheduled, emit
+from ._http import Request, Response
+from ._keys import AppKey, KeyRing, StateChange
+from ._retry import RetryPolicy
+from ._timeout import Timeout
+from ._wire import Transport, WireRequest, WireStream
+from .exceptions import (
+    APIConnectionError,
+    APIError,
+    APITimeoutError,
+    ClientClosedError,
+    ClientStateError,
+    InvalidRequestError,
+    WishubError,
+)
+
+if TYPE_CHECKING:
+    from ._keys import Wait
+
+__all__ = [
+    "JSON",
+    "CallRecord",
+    "Expect",
+    "Lifecycle",
+    "Pipeline",
+    "Send",
+    "Settings",
+    "Shared",
+    "is_error_body",
+]
+
+log = logging.getLogger("wishub_async")
+
+_ERROR_MARK = b'"error"'
+_RESULT_FIELDS = ("choices", "data", "results", "output")
+
+
+class LifeState(enum.Enum):
+    """Where a client is in its life."""
+
+    UNOPENED = "unopened"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+@attrs.define(eq=False)
+class Lifecycle:
+    """One client's state, shared by its views."""
+
+    state: LifeState = LifeState.UNOPENED
+    entered: bool = False  # `async with` ran (a first call also opens, implicitly)
+
+    def is_closed(self) -> bool:
+        """Whether ``aclose()`` has begun (a call: it may change across an await)."""
+        return self.state is LifeState.CLOSED
+
+    def check(self) -> None:
+        """Open an unopened client; refuse a closed one."""
+        if self.state is not LifeState.OPEN:
+            if self.state is LifeState.CLOSED:
+                raise ClientStateError("this AsyncWishub is closed; create a new one")
+            self.state = LifeState.OPEN
+
+
+@attrs.define(eq=False)
+class Shared:
+    """What every view of one client shares: the pool, the keys, the limits, the life."""
+
+    transport: Transport
+    ring: KeyRing
+    limiter: anyio.CapacityLimiter
+    lifecycle: Lifecycle
+    max_concurrency: int
+    owned: bool
+    abandoned: list[_StreamBody] = attrs.field(factory=list)
+    """Stream bodies left without ``aclose`` (a ``break``): the next call closes them."""
+
+
+@attrs.frozen
+class Settings:
+    """What a view's calls are sent with; a view builds it once."""
+
+    base_url: str
+    root_url: str
+    timeout: Timeout
+    retry: RetryPolicy
+    error_table: ErrorTable
+    headers: Mapping[str, str]
+    hooks: Hooks
+
+
+@attrs.frozen
+class Expect:
+    """Per-call plumbing that middleware never sees: what a good answer looks like.
+
+    Attributes:
+        accept: run on a streamed 2xx response inside the retry loop (a stream reads
+            its first chunk there); raising ``APIError`` or ``APIConnectionError``
+            fails the attempt, which is then retried like any other failure.
+        first_chunk_timeout: seconds an attempt of a stream may take up to its
+            accepted start (headers and first chunk), or None.
+        deadline: the ``_clock`` time by which the whole call must have started
+            (a stream's ``stream_timeout``), or None.
+    """
+
+    accept: Callable[[Response], Awaitable[None]] | None = None
+    first_chunk_timeout: float | None = None
+    deadline: float | None = None
+
+
+JSON = Expect()
+"""A whole JSON answer: the default."""
+
+
+class Send(Protocol):
+    """What resources call: a view's way into the pipeline (through its middleware)."""
+
+    def __call__(self, request: Request, expect: Expect = ...) -> Awaitable[Response]:
+        """Send ``request``; ``expect`` says what a good answer looks like."""
+        ...
+
+
+@attrs.define
+class CallRecord:
+    """What the calls of a tracked view did (for ``fan_out`` and ``map`` outcomes)."""
+
+    attempts: int = 0
+    label: str | None = None
+
+
+@attrs.define
+class _Tally:
+    """One call's running account."""
+
+    request: Request
+    started: float
+    deadline: float = float("inf")
+    attempts: int = 0
+    retries: int = 0  # attempts on the same key after a failure
+    moves: int = 0  # moves to another key after a rate limit or quota error
+    avoid: list[AppKey] = attrs.Factory(list)  # keys this call failed on
+    label: str | None = None
+    error: APIError | APIConnectionError | None = None
+
+
+@attrs.define(eq=False)
+class _Slot:
+    """The concurrency one attempt holds: its key's token, then a global one."""
+
+    key: AppKey
+    limiter: anyio.CapacityLimiter
+    holds_key: bool = False
+    holds_global: bool = False
+    counted: bool = False
+
+    async def take(self) -> None:
+        # The key's own token first: a call queued for a busy key must not sit on a
+        # global slot that another key's call could use.
+        key = self.key
+        key.in_flight += 1
+        key.assigned += 1
+        self.counted = True
+        if key.limiter is not None:
+            await _acquire(key.limiter, self)
+            self.holds_key = True
+        await _acquire(self.limiter, self)
+        self.holds_global = True
+
+    def release(self) -> None:
+        """Give everything back; safe to call twice."""
+        key = self.key
+        if self.counted:
+            self.counted = False
+            key.in_flight -= 1
+        if self.holds_key and key.limiter is not None:
+            self.holds_key = False
+            key.limiter.release_on_behalf_of(self)
+        if self.holds_global:
+            self.holds_global = False
+            self.limiter.release_on_behalf_of(self)
+
+
+async def _acquire(limiter: anyio.CapacityLimiter, borrower: object) -> None:
+    """Take a token; go through the event loop only when there is none to take.
+
+    ``await limiter.acquire...()`` always yields to the event loop, even with tokens
+    to spare: a scheduler round trip per request. The attempt that follows yields
+    anyway, so cancellation is still checked promptly.
+    """
+    try:
+        limiter.acquire_on_behalf_of_nowait(borrower)
+    except anyio.WouldBlock:
+        await limiter.acquire_on_behalf_of(borrower)
+
+
+class Pipeline:
+    """One view's way from a ``Request`` to a settled ``Response``.
+
+    Args:
+        shared: the client's pool, keys, limits and lifecycle.
+        settings: the view's URL, timeout, retry policy, error table, headers, hooks.
+        pinned: the key every call of the view uses (``with_key``), or None.
+        probe: ``check_keys``: use the pinned key even while quarantined or resting,
+            and lift its quarantine when it answers.
+        record: where a tracked view (``fan_out``, ``map``) counts its attempts.
+    """
+
+    def __init__(
+        self,
+        shared: Shared,
+        settings: Settings,
+        pinned: AppKey | None = None,
+        *,
+        probe: bool = False,
+        record: CallRecord | None = None,
+    ) -> None:
+        self.shared = shared
+        self.settings = settings
+        self.pinned = pinned
+        self.probe = probe
+        self.record = record
+
+    # -- layer 1: the call -----------------------------------------------------------
+
+    async def send(self, request: Request, expect: Expect = JSON) -> Response:
+        """Send a call and return its settled response, or raise its final error."""
+        shared = self.shared
+        shared.lifecycle.check()
+        if shared.abandoned:
+            await _close_abandoned(shared.abandoned)
+        wire = self._wire_parts(request)
+        tally = _Tally(request, _clock.now())
+        try:
+            response = await self._send_with_retries(expect, wire, tally)
+        except WishubError as error:
+            self._ended(tally, error.status_code if isinstance(error, APIError) else None, error)
+            raise
+        finally:
+            if self.record is not None:
+                self.record.attempts += tally.attempts
+                self.record.label = tally.label or self.record.label
+        if not response.is_stream:
+            self._ended(tally, response.status_code, None)
+        return response
+
+    def _wire_parts(self, request: Request) -> _WireParts:
+        """The URL, headers and body every attempt of the call sends (checked once)."""
+        settings = self.settings
+        try:
+            content = (
+                None
+                if request.json is None
+                else json.dumps(request.json, ensure_ascii=False, separators=(",", ":")).encode()
+            )
+        except (TypeError, ValueError) as exc:
+            raise InvalidRequestError(f"the request body is not JSON: {exc}") from None
+        headers = dict(settings.headers)
+        for name, value in request.headers.items():
+            if not _header_safe(name) or not _header_safe(value, value=True):
+                raise InvalidRequestError(
+                    f"header {name!r} is not a string of visible ASCII characters; nothing was sent"
+                )
+            headers[name.lower()] = value
+        if content is not None:
+            headers["content-type"] = "application/json"
+        base = settings.root_url if request.at_root else settings.base_url
+        return _WireParts(base + request.path, headers, content)
+
+    # -- layer 2: attempts, waits, keys ------------------------------------------------
+
+    async def _send_with_retries(self, expect: Expect, wire: _WireParts, tally: _Tally) -> Response:
+        """Run attempts until one succeeds, the policy gives up, or a deadline passes."""
+        policy = self.settings.retry
+        deadline = expect.deadline
+        if policy.deadline is not None:
+            ends = tally.started + policy.deadline
+            deadline = ends if deadline is None else min(deadline, ends)
+        if deadline is None:
+            return await self._attempts(expect, wire, tally)
+        tally.deadline = deadline
+        with anyio.move_on_after(deadline - _clock.now()):
+            return await self._attempts(expect, wire, tally)
+        if expect.deadline == deadline:
+            message = "the stream did not start before its stream_timeout"
+        else:
+            message = f"deadline of {policy.deadline:g}s passed after {tally.attempts} attempt(s)"
+        if tally.error is not None:
+            message += f"; last error: {tally.error}"
+        raise APITimeoutError(message, label=tally.label) from tally.error
+
+    async def _attempts(self, expect: Expect, wire: _WireParts, tally: _Tally) -> Response:
+        while True:
+            key = await self._choose_key(tally)
+            tally.label = key.label
+            slot = _Slot(key, self.shared.limiter)
+            started = _clock.now()
+            try:
+                await slot.take()
+                tally.attempts += 1
+                started = _clock.now()
+                response = await self._send_one_attempt(expect, wire, key, slot, tally)
+            except ClientStateError:
+                slot.release()
+                raise
+            except (APIError, APIConnectionError) as failure:
+                slot.release()
+                tally.error = failure
+                wait = self._after_failure(failure, key, _clock.now() - started, tally)
+                if wait:
+                    await _clock.sleep(wait)
+                continue
+            except BaseException:
+                slot.release()
+                raise
+            if not response.is_stream:
+                slot.release()
+                self._succeeded(key, _clock.now() - started)
+            return response
+
+    def _after_failure(
+        self, failure: APIError | APIConnectionError, key: AppKey, latency: float, tally: _Tally
+    ) -> float:
+        """What a failed attempt decides, and the key's health updated.
+
+        Returns 0 to move on to another key now, else the seconds to wait before a
+        retry; raises the failure when the call gives up.
+        """
+        policy = self.settings.retry
+        rule = self._rule(failure)
+        effect = rule.key_effect if rule is not None else KeyEffect.NONE
+        retry_after = failure.retry_after if isinstance(failure, APIError) else None
+        wait = policy.wait_before(tally.retries + 1, retry_after)
+        self._failed(key, failure, effect, latency, wait=wait, model=tally.request.model)
+        if self._moves_on(effect, key, tally):
+            self._retrying(tally, key, failure, 0.0, moved=True)
+            return 0.0
+        tally.retries += 1
+        if not _retryable(failure, rule, policy) or tally.retries >= policy.attempts:
+            raise failure
+        if _clock.now() + wait > tally.deadline:
+            self._log(tally, key, failure, f"not waiting {wait:.2f}s past the deadline")
+            raise failure
+        self._retrying(tally, key, failure, wait, moved=False)
+        return wait
+
+    def _moves_on(self, effect: KeyEffect, key: AppKey, tally: _Tally) -> bool:
+        """Whether a key-scoped failure sends the call to another key at once.
+
+        A key that rejected the call is left for good (each wrong key is met once);
+        a rate-limited or quota-less one is left at most ``max_key_moves`` times, and
+        only for a key free within ``max_retry_after``.
+        """
+        if self.pinned is not None or effect is KeyEffect.NONE:
+            return False
+        rejected = effect is KeyEffect.QUARANTINE
+        if not rejected and tally.moves >= self.shared.ring.policy.max_key_moves:
+            return False
+        tally.moves += not rejected
+        tally.avoid.append(key)
+        if rejected:
+            return True
+        soon = _clock.now() + self.settings.retry.max_retry_after
+        model = tally.request.model
+        return any(
+            other is not key and other not in tally.avoid and other.free_at(model) <= soon
+            for other in self.shared.ring.keys
+        )
+
+    async def _choose_key(self, tally: _Tally) -> AppKey:
+        """The key for the next attempt, waiting out a short rest if need be.
+
+        A rest longer than ``max_retry_after``, or past the deadline, is not waited
+        out: the call fails at once with the key's last error, marked as not sent.
+        When no key can take the call any more, the call's own last error is raised.
+        """
+        ring, model = self.shared.ring, tally.request.model
+        while True:
+            try:
+                choice = ring.choose(model, self.pinned, tally.avoid, probe=self.probe)
+            except WishubError:
+                if tally.error is not None:
+                    raise tally.error from None
+                raise
+            if isinstance(choice, AppKey):
+                return choice
+            await self._wait_for(choice, model, tally.deadline)
+
+    async def _wait_for(self, wait: Wait, model: str | None, deadline: float) -> None:
+        key, seconds = wait.key, wait.seconds
+        what = "cooling" if key.cooling_until >= wait.until else f"resting from model {model}"
+        if seconds > self.settings.retry.max_retry_after:
+            raise key.refusal(f"{what} for another {seconds:.0f}s") from None
+        if _clock.now() + seconds > deadline:
+            raise key.refusal(f"{what} for another {seconds:.1f}s, past the call's deadline")
+        log.debug("waiting %.2fs for %s key %s", seconds, what.split(maxsplit=1)[0], key.label)
+        await _clock.sleep(seconds)
+        self.shared.ring.end_wait(wait, model)
+
+    # -- layer 3: one attempt ------------------------------------------------------------
+
+    async def _send_one_attempt(
+        self, expect: Expect, wire: _WireParts, key: AppKey, slot: _Slot, tally: _Tally
+    ) -> Response:
+        """One HTTP exchange on ``key``: the response built whole, or the error raised."""
+        request = tally.request
+        lifecycle = self.shared.lifecycle
+        if lifecycle.is_closed():  # aclose() ran while this call waited
+            raise ClientClosedError("the client was closed before this call was sent")
+        attempt = WireRequest(
+            request.method,
+            wire.url,
+            {**wire.headers, "authorization": key.authorization},
+            wire.content,
+            self.settings.timeout,
+            request.stream,
+            key.label,
+        )
+        if request.stream and expect.first_chunk_timeout is not None:
+            with anyio.move_on_after(expect.first_chunk_timeout):
+                return await self._exchange(attempt, expect, key, slot=slot, tally=tally)
+            raise APITimeoutError(
+                f"no stream chunk within {expect.first_chunk_timeout:g}s (idle_timeout)",
+                label=key.label,
+            )
+        response = await self._exchange(attempt, expect, key, slot=slot, tally=tally)
+        if lifecycle.is_closed() and not response.is_stream:
+            raise ClientClosedError("the client was closed while this call was in flight")
+        return response
+
+    async def _exchange(
+        self, attempt: WireRequest, expect: Expect, key: AppKey, *, slot: _Slot, tally: _Tally
+    ) -> Response:
+        reply = await self.shared.transport.send(attempt)
+        status = reply.status_code
+        headers = _scrubbed_headers(reply.headers, key)
+        if not 200 <= status < 300:  # noqa: PLR2004 - the 2xx family
+            content = reply.content if reply.stream is None else await _error_body(reply.stream)
+            raise api_error(
+                status,
+                headers,
+                key.scrub(content),
+                label=key.label,
+                table=self.settings.error_table,
+            )
+        if reply.stream is None:
+            content = key.scrub(reply.content)
+            if _ERROR_MARK in content:
+                self._raise_for_error_body(status, headers, content, key)
+            return Response(status, headers, content, key.label, tally.attempts)
+        body = _StreamBody(reply.stream, key, self.shared.abandoned)
+        response = Response(status, headers, b"", key.label, tally.attempts, body=body)
+        if expect.accept is not None:
+            try:
+                await expect.accept(response)
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await body.aclose()
+                raise
+        body.settle_with(functools.partial(self._stream_ended, slot, tally, _clock.now()))
+        return response
+
+    def _stream_ended(
+        self, slot: _Slot, tally: _Tally, accepted: float, error: BaseException | None
+    ) -> None:
+        """A stream's body closed: free its slots, then settle key health and the hook."""
+        key = slot.key
+        slot.release()
+        latency = _clock.now() - accepted
+        if isinstance(error, APIError | APIConnectionError) and not isinstance(
+            error, ClientStateError
+        ):
+            rule = self._rule(error)
+            effect = rule.key_effect if rule is not None else KeyEffect.NONE
+            wait = self.settings.retry.wait_before(1)
+            self._failed(key, error, effect, latency, wait=wait, model=tally.request.model)
+            self._ended(tally, 200, error)
+        else:
+            self._succeeded(key, latency)
+            self._ended(tally, 200, None)
+
+    def _raise_for_error_body(
+        self, status: int, headers: Mapping[str, str], content: bytes, key: AppKey
+    ) -> None:
+        """A 2xx body that holds only ``{"error": ...}`` fails the attempt.
+
+        The platform reports some failures inside a 200 (as it does mid-stream);
+        without this they would parse into an empty result.
+        """
+        try:
+            data = json.loads(content)
+        except (ValueError, RecursionError):
+            return  # not JSON: the resource's converter says so
+        if is_error_body(data):
+            raise api_error(
+                status, headers, content, label=key.label, table=self.settings.error_table
+            )
+
+    # -- decisions and reports -------------------------------------------------------------
+
+    def _rule(self, failure: APIError | APIConnectionError) -> ErrorRule | None:
+        if not isinstance(failure, APIError):
+            return None
+        if failure.rule is not None:
+            return failure.rule
+        return self.settings.error_table.rule_for(failure.type, failure.status_code)
+
+    def _succeeded(self, key: AppKey, latency: float) -> None:
+        self._report(self.shared.ring.succeeded(key, latency, probe=self.probe), None)
+
+    def _failed(
+        self,
+        key: AppKey,
+        failure: APIError | APIConnectionError,
+        effect: KeyEffect,
+        latency: float,
+        *,
+        wait: float,
+        model: str | None,
+    ) -> None:
+        """Count a failure on ``key``; a cooling lasts the retry wait."""
+        rule = self._rule(failure)
+        change = self.shared.ring.failed(
+            key,
+            failure,
+            effect,
+            latency,
+            model=model,
+            transient=rule is None or rule.retry,
+            cool_for=wait,
+        )
+        self._report(change, error_name(failure))
+
+    def _report(self, change: StateChange | None, reason: str | None) -> None:
+        hook = self.settings.hooks.on_key_state_change
+        if change is not None and hook is not None:
+            key = change.key
+            emit(hook, KeyStateChanged(key.label, key.redacted, change.old, change.new, reason))
+
+    def _retrying(
+        self,
+        tally: _Tally,
+        key: AppKey,
+        failure: APIError | APIConnectionError,
+        wait: float,
+        *,
+        moved: bool,
+    ) -> None:
+        self._log(
+            tally, key, failure, "moving to another key" if moved else f"retrying in {wait:.2f}s"
+        )
+        hook = self.settings.hooks.on_retry
+        if hook is not None:
+            request = tally.request
+            event = RetryScheduled(
+                request.method,
+                request.path,
+                key.label,
+                tally.attempts,
+                error_name(failure),
+                wait,
+                moved,
+            )
+            emit(hook, event)
+
+    @staticmethod
+    def _log(
+        tally: _Tally, key: AppKey, failure: APIError | APIConnectionError, action: str
+    ) -> None:
+        log.debug(
+            "%s %s on key %s: attempt %d failed with %s; %s",
+            tally.request.method,
+            tally.request.path,
+            key.label,
+            tally.attempts,
+            error_name(failure),
+            action,
+        )
+
+    def _ended(self, tally: _Tally, status: int | None, error: Exception | None) -> None:
+        """Report the end of the call to the request-end hook."""
+        hook = self.settings.hooks.on_request_end
+        if hook is not None:
+            request = tally.request
+            event = RequestEnded(
+                request.method,
+                request.path,
+                tally.label,
+                status,
+                None if error is None else error_name(error),
+                tally.attempts,
+                _clock.now() - tally.started,
+                request.model,
+            )
+            emit(hook, event)
+
+
+@attrs.frozen(slots=True)
+class _WireParts:
+    url: str
+    headers: Mapping[str, str]
+    content: bytes | None
+
+
+class _BodyState(enum.Enum):
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class _StreamBody:
+    """A streamed response's body: scrubbed of the key, settled exactly once.
+
+    Bytes are passed on as they arrive, with the key replaced by its redacted id.
+    A chunk that ends with the start of the key keeps that tail back until the next
+    chunk shows whether the key follows (so a key split across two chunks is found
+    too); nothing else is ever held back.
+    """
+
+    def __init__(self, stream: WireStream, key: AppKey, abandoned: list[_StreamBody]) -> None:
+        self._stream = stream
+        self._key = key
+        self._abandoned = abandoned
+        self._held = b""
+        self._state = _BodyState.OPEN
+        self._settle: Callable[[BaseException | None], None] | None = None
+
+    def settle_with(self, settle: Callable[[BaseException | None], None]) -> None:
+        """Call ``settle`` once, with what ended the body, when it closes."""
+        self._settle = settle
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self
+
+    async def __anext__(self) -> bytes:
+        key = self._key
+        if not key.echoes:
+            return await anext(self._stream)
+        while True:
+            chunk = await anext(self._stream, None)
+            if chunk is None:
+                if not self._held:
+                    raise StopAsyncIteration
+                held, self._held = self._held, b""
+                return held
+            data = key.scrub(self._held + chunk)
+            keep = _partial_echo(data, key.echoes)
+            self._held = data[len(data) - keep :] if keep else b""
+            data = data[: len(data) - keep]
+            if data:
+                return data
+
+    async def aclose(self, error: BaseException | None = None) -> None:
+        if self._state is _BodyState.CLOSED:
+            return
+        self._state = _BodyState.CLOSED
+        settle, self._settle = self._settle, None
+        try:
+            with anyio.CancelScope(shield=True):
+                await self._stream.aclose()
+        finally:
+            if settle is not None:
+                settle(error)
+
+    def release(self) -> None:
+        """Settle now, without I/O; the client's next call closes the connection."""
+        settle, self._settle = self._settle, None
+        if settle is not None:
+            settle(None)
+        if self._state is _BodyState.OPEN:
+            self._abandoned.append(self)
+
+
+async def _close_abandoned(abandoned: list[_StreamBody]) -> None:
+    with anyio.CancelScope(shield=True):
+        while abandoned:
+            await abandoned.pop().aclose()
+
+
+def _partial_echo(data: bytes, echoes: tuple[bytes, ...]) -> int:
+    """How many bytes at the end of ``data`` could be the start of an echoed key."""
+    longest = 0
+    for form in echoes:
+        first = form[:1]
+        position = data.find(first, max(len(data) - len(form) + 1, 0))
+        while position != -1 and len(data) - position > longest:
+            if form.startswith(data[position:]):
+                longest = len(data) - position
+                break
+            position = data.find(first, position + 1)
+    return longest
+
+
+async def _error_body(stream: WireStream) -> bytes:
+    try:
+        return await stream.read()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await stream.aclose()
+
+
+def _scrubbed_headers(headers: Mapping[str, str], key: AppKey) -> Mapping[str, str]:
+    """The headers, with any value that echoes the key redacted (copied only then)."""
+    echoes = [form.decode() for form in key.echoes]
+    if not any(form in value for value in headers.values() for form in echoes):
+        return headers
+    scrubbed = {}
+    for name, value in headers.items():
+        for form in echoes:
+            value = value.replace(form, key.redacted)  # noqa: PLW2901 - the scrubbed value
+        scrubbed[name.lower()] = value
+    return scrubbed
+
+
+def _retryable(
+    failure: APIError | APIConnectionError, rule: ErrorRule | None, policy: RetryPolicy
+) -> bool:
+    if isinstance(failure, APIError):
+        allowed = rule.retry if rule is not None else False
+        return allowed if failure.should_retry is None else failure.should_retry
+    if isinstance(failure, APITimeoutError):
+        return policy.retry_timeouts
+    return policy.retry_connection_errors
+
+
+def is_error_body(data: Any) -> bool:
+    """Whether decoded JSON is an error envelope rather than a result."""
+    return (
+        isinstance(data, dict)
+        and bool(data.get("error"))
+        and not any(data.get(field) for field in _RESULT_FIELDS)
+    )
+
+
+def _header_safe(text: object, *, value: bool = False) -> bool:
+    """Visible ASCII only (a value may also hold spaces, or be empty)."""
+    if not isinstance(text, str):
+        return False
+    low = 0x20 if value else 0x21
+    return (value or bool(text)) and all(low <= ord(char) <= 0x7E for char in text)  # noqa: PLR2004
