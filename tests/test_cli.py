@@ -17,7 +17,7 @@ import pytest
 from conftest import K1, K2, WRONG
 
 from wishub_async._cli import DEMO_KEY, PROGRESS_MIN_KEYS, _parser, main
-from wishub_async._cli_support import Progress, labelled_keys, read_keys_file, table
+from wishub_async._cli.support import Progress, labelled_keys, read_keys_file, table
 from wishub_async.testing import FakeWishub
 
 

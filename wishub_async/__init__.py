@@ -8,8 +8,9 @@ from ._errors import DEFAULT_ERROR_TABLE, ErrorRule, ErrorTable, KeyEffect
 from ._events import Hooks, KeyStateChanged, RequestEnded, RetryScheduled
 from ._fanout import Outcome, OutcomeList, OutcomeStream
 from ._http import Handler, Middleware, Request, Response
-from ._keys import KeyPolicy, KeyState, KeyStatus
+from ._keys import KeyPolicy
 from ._retry import RetryPolicy
+from ._status import KeyState, KeyStatus
 from ._timeout import Timeout
 from ._version import __version__ as __version__
 from .exceptions import (

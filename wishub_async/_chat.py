@@ -14,11 +14,12 @@ import anyio
 
 from . import _clock
 from ._converter import structure, structure_json
-from ._errors import ErrorTable, api_error, excerpt
+from ._errors import ErrorTable, api_error
 from ._http import Request, Response
 from ._pipeline import Expect, Send, is_error_body
 from ._resources import request_body
 from ._sse import DONE, SSEDecoder, decode_payload
+from ._text import excerpt
 from .exceptions import (
     APIConnectionError,
     APIError,

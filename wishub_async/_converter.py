@@ -15,7 +15,7 @@ import attrs
 import cattrs
 from cattrs.gen import make_dict_structure_fn
 
-from ._errors import excerpt
+from ._text import excerpt
 from .exceptions import ResponseValidationError
 from .models import Embedding
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import attrs
 
+from ._text import excerpt
 from .exceptions import (
     APIError,
     AuthenticationError,
@@ -38,7 +39,6 @@ __all__ = [
     "KeyEffect",
     "api_error",
     "error_name",
-    "excerpt",
     "parse_retry_after",
 ]
 
@@ -46,7 +46,6 @@ _TYPE_NAME = re.compile(r"^[A-Z0-9_]+$")
 _CODE = re.compile(r"-?[0-9]{1,18}")
 """A numeric error code: ASCII digits only, short enough to be a code and not a novel."""
 _REQUEST_ID_HEADERS = ("x-request-id", "request-id", "x-ctyun-request-id", "x-trace-id")
-_EXCERPT_CHARS = 200
 
 
 class KeyEffect(enum.Enum):
@@ -199,13 +198,6 @@ DEFAULT_ERROR_TABLE = ErrorTable(
     messages={"免费额度已结束": _MODEL_QUOTA},
 )
 """The default error table; the "Retries and errors" guide explains each row."""
-
-
-def excerpt(content: bytes | str, limit: int = _EXCERPT_CHARS) -> str:
-    """A short one-line excerpt of a body, for messages."""
-    text = content.decode("utf-8", "replace") if isinstance(content, bytes) else content
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:

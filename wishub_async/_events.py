@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import attrs
 
-from ._keys import KeyState
+from ._status import KeyState
 
 __all__ = ["Hooks", "KeyStateChanged", "RequestEnded", "RetryScheduled", "emit"]
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 from typing import Any, Final
 
-from ._errors import excerpt
+from ._text import excerpt
 from .exceptions import ResponseValidationError
 
 __all__ = ["DONE", "MAX_EVENT_BYTES", "SSEDecoder", "decode_payload"]

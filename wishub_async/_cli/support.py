@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TextIO, TypeVar
 
-from .exceptions import APIError, ConfigurationError
+from ..exceptions import APIError, ConfigurationError
 
 __all__ = ["Progress", "cell", "error_summary", "labelled_keys", "read_keys_file", "table"]
 
