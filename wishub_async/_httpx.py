@@ -115,6 +115,8 @@ class HttpxTransport:
         timeout = self._timeouts.get(request.timeout)
         if timeout is None:
             timeout = self._timeouts[request.timeout] = _timeout(request.timeout)
+        if self._token is None:  # the loop of the first send: connections belong to it
+            self._token = anyio.lowlevel.current_token().native_token
         with self.map_errors(request.label):
             built = self._client.build_request(
                 request.method,
@@ -151,10 +153,7 @@ class HttpxTransport:
 
     def check_loop(self) -> None:
         """Raise ``ClientStateError`` if the pool was first used in another event loop."""
-        token = anyio.lowlevel.current_token().native_token
-        if self._token is None:
-            self._token = token
-        elif token is not self._token:
+        if anyio.lowlevel.current_token().native_token is not self._token:
             raise ClientStateError(
                 "this AsyncWishub was first used in another event loop; its connections"
                 " belong to that loop (create one client per event loop)",

@@ -33,6 +33,7 @@ CREATED = 1_700_000_000
 """The ``created`` time of every fake completion (deterministic)."""
 
 _STALL = b"<stall>"
+_PING = b"<ping>"
 _DROP = b"<drop>"
 _TOKEN = re.compile(r"\S+\s*|\s+")
 _SSE_HEADERS = {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache"}
@@ -51,6 +52,9 @@ class StreamFailure:
     """Instead of an error event, send nothing more and never end (idle timeouts)."""
     drop: bool = False
     """Instead of an error event, drop the connection mid-body."""
+    ping: float | None = None
+    """Instead of an error event, send a keep-alive comment (``: ping``) every ``ping``
+    seconds, forever (a gateway that keeps an idle stream open)."""
 
 
 @attrs.define
@@ -91,15 +95,19 @@ class FakeChat:
         type: str = "INVOKE_MODEL_ERROR",
         stall: bool = False,
         drop: bool = False,
+        ping: float | None = None,
         message: str = "服务接口异常,请联系管理员",
     ) -> StreamFailure:
         """Make the next ``times`` streams fail after ``after`` chunks.
 
         The failure is an in-stream ``{"error": {...}}`` event inside the HTTP 200
-        (the platform's way); with ``stall=True`` the stream goes silent instead, and
-        with ``drop=True`` the connection breaks.
+        (the platform's way); with ``stall=True`` the stream goes silent instead, with
+        ``drop=True`` the connection breaks, and with ``ping=seconds`` only keep-alive
+        comments follow, forever.
         """
-        failure = StreamFailure(after=after, type=type, message=message, stall=stall, drop=drop)
+        failure = StreamFailure(
+            after=after, type=type, message=message, stall=stall, drop=drop, ping=ping
+        )
         self._failures.append([failure, times])
         return failure
 
@@ -212,6 +220,11 @@ async def _stream(
         for piece in _pieces(behaviour, _frames(behaviour, events, failure)):
             if piece is _STALL:
                 await anyio.sleep_forever()
+            if piece is _PING:
+                assert failure is not None  # noqa: S101 - a ping comes from a failure
+                while True:
+                    yield b": ping" + behaviour.newline * 2
+                    await anyio.sleep(failure.ping or 0)
             if piece is _DROP:
                 raise httpx.RemoteProtocolError(
                     "peer closed connection without sending complete message body"
@@ -231,6 +244,8 @@ def _frames(
     end = behaviour.newline * 2
     for sent, event in enumerate(events):
         if failure is not None and sent == failure.after:
+            if failure.ping is not None:
+                yield _PING
             if failure.stall or failure.drop:
                 yield _STALL if failure.stall else _DROP
             error = {"code": failure.code, "type": failure.type, "message": failure.message}
@@ -244,7 +259,7 @@ def _frames(
 def _pieces(behaviour: FakeChat, frames: Iterator[bytes]) -> Iterator[bytes]:
     size = behaviour.piece_size
     for frame in frames:
-        if frame in {_STALL, _DROP} or not size:
+        if frame in {_STALL, _DROP, _PING} or not size:
             yield frame
             continue
         for start in range(0, len(frame), size):

@@ -66,12 +66,45 @@ async def _connection(fake: FakeWishub, stream: anyio.abc.ByteStream) -> None:
             request, buffer = await _read_request(stream, buffer)
         except (anyio.EndOfStream, anyio.BrokenResourceError, OSError, ValueError):
             return
-        reply, more = await _answer_unless_hung_up(fake, stream, request)
+        carry_on, more = await _exchange_unless_hung_up(fake, stream, request)
         buffer += more
-        if reply is None or not await _reply(stream, reply):
+        if not carry_on or request[2].get("connection", "").lower() == "close":
             return
-        if request[2].get("connection", "").lower() == "close":
-            return
+
+
+async def _exchange_unless_hung_up(
+    fake: FakeWishub,
+    stream: anyio.abc.ByteStream,
+    request: tuple[str, str, dict[str, str], bytes],
+) -> tuple[bool, bytes]:
+    """Answer one request; whether the connection goes on, and bytes that came meanwhile.
+
+    A real server notices a client that hangs up, while it is still thinking or in the
+    middle of a slow body; so does this one, which lets tests check that no connection
+    outlives a client's ``aclose()``.
+    """
+    method, target, headers, body = request
+    carry_on = False
+    early = bytearray()
+
+    async with anyio.create_task_group() as group:
+
+        async def exchange() -> None:
+            nonlocal carry_on
+            reply = await fake.answer(method, target.split("?")[0], headers, body)
+            carry_on = await _reply(stream, reply)
+            group.cancel_scope.cancel()
+
+        async def watch() -> None:
+            try:
+                while True:
+                    early.extend(await stream.receive())
+            except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
+                group.cancel_scope.cancel()
+
+        group.start_soon(exchange)
+        group.start_soon(watch)
+    return carry_on, bytes(early)
 
 
 async def _reply(stream: anyio.abc.ByteStream, reply: Reply) -> bool:
@@ -84,39 +117,6 @@ async def _reply(stream: anyio.abc.ByteStream, reply: Reply) -> bool:
         return await _send(stream, reply)
     except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError, httpx.HTTPError):
         return False  # httpx.HTTPError: a scripted drop in the middle of a streamed body
-
-
-async def _answer_unless_hung_up(
-    fake: FakeWishub,
-    stream: anyio.abc.ByteStream,
-    request: tuple[str, str, dict[str, str], bytes],
-) -> tuple[Reply | None, bytes]:
-    """The fake's reply (and bytes that came meanwhile), or None if the client hung up.
-
-    A real server notices a client that hangs up; so does this one, which lets tests
-    check that no connection outlives a client's ``aclose()``.
-    """
-    method, target, headers, body = request
-    reply: Reply | None = None
-    early = bytearray()
-
-    async with anyio.create_task_group() as group:
-
-        async def answer() -> None:
-            nonlocal reply
-            reply = await fake.answer(method, target.split("?")[0], headers, body)
-            group.cancel_scope.cancel()
-
-        async def watch() -> None:
-            try:
-                while True:
-                    early.extend(await stream.receive())
-            except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
-                group.cancel_scope.cancel()
-
-        group.start_soon(answer)
-        group.start_soon(watch)
-    return reply, bytes(early)
 
 
 async def _read_request(
