@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from ._budget import BudgetStatus, RateLimit
 from ._chat import ChatParams, ChatStream
 from ._client import AsyncWishub
 from ._errors import DEFAULT_ERROR_TABLE, ErrorRule, ErrorTable, KeyEffect
-from ._events import Hooks, KeyStateChanged, RequestEnded, RetryScheduled
+from ._events import BudgetWaited, Hooks, KeyStateChanged, RequestEnded, RetryScheduled
 from ._fanout import Outcome, OutcomeList, OutcomeStream
 from ._http import Handler, Middleware, Request, Response
 from ._keys import KeyPolicy
@@ -19,6 +20,7 @@ from .exceptions import (
     APITimeoutError,
     AuthenticationError,
     BadRequestError,
+    BudgetExceededError,
     ClientClosedError,
     ClientStateError,
     ConfigurationError,
@@ -41,6 +43,9 @@ __all__ = [
     "AsyncWishub",
     "AuthenticationError",
     "BadRequestError",
+    "BudgetExceededError",
+    "BudgetStatus",
+    "BudgetWaited",
     "ChatParams",
     "ChatStream",
     "ClientClosedError",
@@ -64,6 +69,7 @@ __all__ = [
     "OutcomeStream",
     "PermissionDeniedError",
     "QuotaExceededError",
+    "RateLimit",
     "RateLimitError",
     "Request",
     "RequestEnded",

@@ -178,6 +178,9 @@ class Completions:
             response = await self._send(request)
             return structure_json(response.content, ChatCompletion)
         body["stream"] = True
+        # Ask for the usage chunk (rate budgets reconcile their token reservation with
+        # it, and ``stream.completion.usage`` reports it), unless the caller chose.
+        body.setdefault("stream_options", {"include_usage": True})
         chat_stream = ChatStream(
             self._table, idle_timeout=idle_timeout, stream_timeout=stream_timeout
         )
@@ -323,7 +326,10 @@ class ChatStream:
                     self._error = self._api_error(value)
                     self._end()
                 else:
-                    self._ready.append(_chunk(value, payload))
+                    chunk = _chunk(value, payload)
+                    if chunk.usage is not None and self._response is not None:
+                        self._response.note_tokens(chunk.usage.total_tokens)
+                    self._ready.append(chunk)
         if len(self._ready) > before and self._state is _State.OPEN:
             self._touch()
 

@@ -18,6 +18,7 @@ import anyio
 import attrs
 
 from . import _fanout
+from ._budget import Limits, RateLimit
 from ._chat import Chat
 from ._errors import DEFAULT_ERROR_TABLE, ErrorTable
 from ._events import Hooks
@@ -92,6 +93,8 @@ class _Options:
     hooks: Hooks
     error_table: ErrorTable
     allow_http: bool
+    limits: Limits
+    token_counter: Callable[[Request], int] | None
 
     @classmethod
     def checked(
@@ -105,6 +108,8 @@ class _Options:
         hooks: object,
         error_table: object,
         allow_http: object,
+        limits: object,
+        token_counter: object,
     ) -> _Options:
         """The options, or ``ConfigurationError`` naming the first one that is wrong."""
         _type_check("allow_http", allow_http, bool)
@@ -113,6 +118,8 @@ class _Options:
         _type_check("error_table", error_table, ErrorTable)
         if not isinstance(middleware, Iterable) or not all(map(callable, middleware)):
             raise ConfigurationError("middleware= takes a list of async callables")
+        if token_counter is not None and not callable(token_counter):
+            raise ConfigurationError("token_counter= takes a function of a Request")
         return cls(
             base_url=_check_base_url(base_url, allow_http=bool(allow_http)),
             timeout=Timeout.coerce(timeout),
@@ -122,6 +129,8 @@ class _Options:
             hooks=hooks,  # type: ignore[arg-type]
             error_table=error_table,  # type: ignore[arg-type]
             allow_http=bool(allow_http),
+            limits=limits if isinstance(limits, Limits) else Limits.of(limits),
+            token_counter=token_counter,
         )
 
     def settings(self) -> Settings:
@@ -140,6 +149,8 @@ class _Options:
             error_table=self.error_table,
             headers=headers,
             hooks=self.hooks,
+            limits=self.limits,
+            **({} if self.token_counter is None else {"token_counter": self.token_counter}),
         )
 
 
@@ -174,6 +185,12 @@ class AsyncWishub:
             effect (default ``DEFAULT_ERROR_TABLE``).
         key_policy: the ``KeyPolicy``: how keys rest after errors, how often a call
             moves between keys.
+        limits: rate budgets per key and model: one ``RateLimit`` for every model,
+            or ``{model: RateLimit}`` with ``"*"`` as the default. A model with no
+            limit adapts to the platform's answers; ``RateLimit()`` turns that off.
+        token_counter: the tokens to reserve for a call (prompt and answer), for
+            limits that count tokens; default: a token a character, plus
+            ``max_tokens`` (see the "Rate limits" guide).
 
     Raises:
         ConfigurationError: an option is missing or malformed (a key, a timeout,
@@ -204,6 +221,8 @@ class AsyncWishub:
         allow_http: bool = False,
         error_table: ErrorTable | None = None,
         key_policy: KeyPolicy | None = None,
+        limits: RateLimit | Mapping[str, RateLimit] | None = None,
+        token_counter: Callable[[Request], int] | None = None,
     ) -> None:
         # Everything is checked before anything is opened: a constructor that fails
         # leaves nothing behind to warn about.
@@ -216,6 +235,8 @@ class AsyncWishub:
             hooks=Hooks() if hooks is None else hooks,
             error_table=DEFAULT_ERROR_TABLE if error_table is None else error_table,
             allow_http=allow_http,
+            limits=limits,
+            token_counter=token_counter,
         )
         _check_count("max_concurrency", max_concurrency)
         if per_key_concurrency is not None:
@@ -342,6 +363,8 @@ class AsyncWishub:
         hooks: Hooks | _Unchanged = UNCHANGED,
         allow_http: bool | _Unchanged = UNCHANGED,
         error_table: ErrorTable | _Unchanged = UNCHANGED,
+        limits: RateLimit | Mapping[str, RateLimit] | _Unchanged | None = UNCHANGED,
+        token_counter: Callable[[Request], int] | _Unchanged | None = UNCHANGED,
     ) -> AsyncWishub:
         """A view with some options changed, sharing this client's pool and keys.
 
@@ -361,6 +384,8 @@ class AsyncWishub:
             hooks=current.hooks if hooks is UNCHANGED else hooks,
             error_table=current.error_table if error_table is UNCHANGED else error_table,
             allow_http=current.allow_http if allow_http is UNCHANGED else allow_http,
+            limits=current.limits if limits is UNCHANGED else limits,
+            token_counter=current.token_counter if token_counter is UNCHANGED else token_counter,
         )
         return _View(self._shared, options, self._pinned)
 

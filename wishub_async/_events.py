@@ -15,7 +15,7 @@ import attrs
 
 from ._status import KeyState
 
-__all__ = ["Hooks", "KeyStateChanged", "RequestEnded", "RetryScheduled", "emit"]
+__all__ = ["BudgetWaited", "Hooks", "KeyStateChanged", "RequestEnded", "RetryScheduled", "emit"]
 
 log = logging.getLogger("wishub_async")
 
@@ -90,6 +90,21 @@ class KeyStateChanged:
 
 
 @attrs.frozen
+class BudgetWaited:
+    """A call waits in our queue for a key's rate budget (before it is sent).
+
+    Attributes:
+        label: the label of the key whose budget it waits for.
+        model: the model the call names.
+        seconds: how long it waits (it may wait again, if another call took the room).
+    """
+
+    label: str
+    model: str
+    seconds: float
+
+
+@attrs.frozen
 class Hooks:
     """Callables the client calls with events; pass ``hooks=Hooks(...)``.
 
@@ -97,11 +112,13 @@ class Hooks:
         on_request_end: called with a ``RequestEnded`` after every call.
         on_retry: called with a ``RetryScheduled`` before every retry or key move.
         on_key_state_change: called with a ``KeyStateChanged`` when a key's state changes.
+        on_budget_wait: called with a ``BudgetWaited`` when a call waits for a budget.
     """
 
     on_request_end: Callable[[RequestEnded], Any] | None = None
     on_retry: Callable[[RetryScheduled], Any] | None = None
     on_key_state_change: Callable[[KeyStateChanged], Any] | None = None
+    on_budget_wait: Callable[[BudgetWaited], Any] | None = None
 
 
 def emit(hook: Callable[[E], Any], event: E) -> None:

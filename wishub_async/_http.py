@@ -62,6 +62,10 @@ class Body(Protocol):
         """Settle the call without I/O (for a body abandoned without ``aclose``)."""
         ...
 
+    def note_tokens(self, tokens: int) -> None:
+        """The tokens the stream reported using."""
+        ...
+
 
 @attrs.frozen
 class Response:
@@ -107,6 +111,14 @@ class Response:
         """Give back a streamed body's concurrency slots without I/O (a finaliser may)."""
         if self._body is not None:
             self._body.release()
+
+    def note_tokens(self, tokens: int) -> None:
+        """Tell the key's rate budget the tokens a streamed call used (its usage chunk).
+
+        A stream that never reports them keeps its whole reservation.
+        """
+        if self._body is not None:
+            self._body.note_tokens(tokens)
 
 
 Handler = Callable[[Request], Awaitable[Response]]

@@ -9,17 +9,19 @@ through a ``KeyRing`` method, which says what changed so the caller can report i
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 
 import anyio
 import attrs
 
 from . import _clock
+from ._budget import Budget
 from ._errors import KeyEffect, error_name
 from ._retry import non_negative
 from ._status import KeyState, KeyStatus
@@ -93,11 +95,15 @@ class StateChange:
 
 @attrs.frozen
 class Wait:
-    """No key can take the call now; ``key`` is the one free soonest, in ``seconds``."""
+    """No key can take the call now; ``key`` is the one free soonest, in ``seconds``.
+
+    ``budget`` is set when the key's rate budget is what the call waits for.
+    """
 
     key: AppKey
     seconds: float
     until: float
+    budget: Budget | None = None
 
 
 @attrs.define(eq=False, repr=False)
@@ -119,6 +125,7 @@ class AppKey:
     quarantined: bool = False
     cooling_until: float = 0.0  # _clock.now() value
     resting: dict[str, float] = attrs.Factory(dict)  # model -> _clock.now() value
+    budgets: dict[str, Budget] = attrs.Factory(dict)  # model -> its rate budget
     echoes: tuple[bytes, ...] = ()  # the forms of the secret a server may echo
 
     def __attrs_post_init__(self) -> None:
@@ -187,6 +194,9 @@ class AppKey:
             resting_models={
                 model: _wall(until, now) for model, until in self.resting.items() if until > now
             },
+            budgets={
+                model: budget.status(now, time.time()) for model, budget in self.budgets.items()
+            },
         )
 
 
@@ -208,8 +218,20 @@ def _bare_copy(error: APIError, message: str | None = None) -> APIError:
     return copy
 
 
-def _load(key: AppKey) -> tuple[int, int]:
-    return key.in_flight, key.assigned
+def _rank(
+    key: AppKey,
+    model: str | None,
+    now: float,
+    avoid: Sequence[AppKey],
+    budget: Callable[[AppKey], Budget | None] | None,
+    tokens: int,
+) -> tuple[float, bool, int, int]:
+    """How good a key is for the next attempt: lower is better."""
+    free_at = max(key.free_at(model), now)
+    state = budget(key) if budget is not None and free_at < math.inf else None
+    if state is not None:
+        free_at = max(free_at, state.free_at(now, tokens))
+    return free_at, key in avoid, key.in_flight, key.assigned
 
 
 def load_keys(
@@ -308,48 +330,55 @@ class KeyRing:
         avoid: Sequence[AppKey] = (),
         *,
         probe: bool = False,
+        budget: Callable[[AppKey], Budget | None] | None = None,
+        tokens: int = 0,
     ) -> AppKey | Wait:
-        """The key for the next attempt: the least loaded one free now.
+        """The key for the next attempt: of the keys free soonest, the least loaded.
 
-        Keys in ``avoid`` (those this call just failed on) are taken only when no
-        other key is free now. With more than 32 keys, the less loaded of two keys
-        drawn at random ("power of two choices": nearly as even, and O(1)) comes
-        first; the full scan is the fallback. With no key free now, the answer is a
-        ``Wait`` for the one free soonest.
+        A key is free when it is healthy for ``model`` and, given ``budget`` (the
+        key's budget for the model, if any), its budget takes a call of ``tokens``
+        after the calls already waiting for it. Keys in ``avoid`` (those this call
+        just failed on) come last among the keys free now. With more than 32 keys,
+        two keys drawn at random are weighed first ("power of two choices": nearly
+        as even, and O(1)); the full scan is the fallback. With no key free now, the
+        answer is a ``Wait`` for the one free soonest.
 
         Raises:
             WishubError: no key can take the call at all: the pinned key's refusal,
                 or ``KeyUnavailableError`` naming each key's state.
         """
         now = _clock.now()
-        if pinned is not None:
-            return pinned if probe else self._usable(pinned, model, now)
-        keys = self.keys
-        if len(keys) == 1:
-            return self._usable(keys[0], model, now)
-        if len(keys) > _SCAN_LIMIT:
-            drawn = [
-                key
-                for key in (random.choice(keys), random.choice(keys))  # noqa: S311
-                if key.free_at(model) <= now and key not in avoid
-            ]
-            if drawn:
-                return min(drawn, key=_load)
-        free = [key for key in keys if key.free_at(model) <= now]
-        best = min((key for key in free if key not in avoid), key=_load, default=None)
-        best = best or min(free, key=_load, default=None)
-        if best is not None:
-            return best
-        soonest = min(keys, key=lambda key: key.free_at(model))
-        if soonest.quarantined:
-            raise KeyUnavailableError(self.describe(keys, now))
-        until = soonest.free_at(model)
-        return Wait(soonest, until - now, until)
+        if pinned is not None and probe:
+            return pinned
+        if pinned is not None or len(self.keys) == 1:
+            key = pinned or self.keys[0]
+            if key.quarantined:
+                raise key.refusal("quarantined (check_keys() probes it again)")
+            return self._free_or_wait(key, model, now, budget, tokens)
+        if len(self.keys) > _SCAN_LIMIT:
+            drawn = (random.choice(self.keys), random.choice(self.keys))  # noqa: S311
+            best = min(drawn, key=lambda key: _rank(key, model, now, avoid, budget, tokens))
+            if not best.quarantined and best not in avoid:
+                return self._free_or_wait(best, model, now, budget, tokens)
+        best = min(self.keys, key=lambda key: _rank(key, model, now, avoid, budget, tokens))
+        if best.quarantined:
+            raise KeyUnavailableError(self.describe(self.keys, now))
+        return self._free_or_wait(best, model, now, budget, tokens)
 
-    def _usable(self, key: AppKey, model: str | None, now: float) -> AppKey | Wait:
-        if key.quarantined:
-            raise key.refusal("quarantined (check_keys() probes it again)")
+    @staticmethod
+    def _free_or_wait(
+        key: AppKey,
+        model: str | None,
+        now: float,
+        budget: Callable[[AppKey], Budget | None] | None,
+        tokens: int,
+    ) -> AppKey | Wait:
         until = key.free_at(model)
+        state = budget(key) if budget is not None else None
+        if state is not None:
+            budget_until = state.free_at(now, tokens)
+            if budget_until > max(until, now):
+                return Wait(key, budget_until - now, budget_until, state)
         return key if until <= now else Wait(key, until - now, until)
 
     def end_wait(self, wait: Wait, model: str | None) -> None:
@@ -401,6 +430,9 @@ class KeyRing:
         policy = self.policy
         if effect is KeyEffect.QUARANTINE:
             key.quarantined = True
+        elif effect is KeyEffect.COOL and model is not None:
+            # Limits are per key and model: the key still serves other models.
+            key.resting[model] = max(key.resting.get(model, 0.0), now + cool_for)
         elif effect is KeyEffect.COOL:
             key.cooling_until = max(key.cooling_until, now + cool_for)
         elif effect is KeyEffect.LONG_COOL or (effect is KeyEffect.BLOCK_MODEL and model is None):

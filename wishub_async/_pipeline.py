@@ -28,8 +28,18 @@ import anyio
 import attrs
 
 from . import _clock
+from ._budget import (
+    NO_LIMITS,
+    AdaptiveRate,
+    Answer,
+    Budget,
+    Limits,
+    RateLimit,
+    Window,
+    estimate_tokens,
+)
 from ._errors import ErrorRule, ErrorTable, KeyEffect, api_error, error_name
-from ._events import Hooks, KeyStateChanged, RequestEnded, RetryScheduled, emit
+from ._events import BudgetWaited, Hooks, KeyStateChanged, RequestEnded, RetryScheduled, emit
 from ._http import Request, Response
 from ._keys import AppKey, KeyRing, StateChange
 from ._retry import RetryPolicy
@@ -39,6 +49,7 @@ from .exceptions import (
     APIConnectionError,
     APIError,
     APITimeoutError,
+    BudgetExceededError,
     ClientClosedError,
     ClientStateError,
     InvalidRequestError,
@@ -118,6 +129,10 @@ class Settings:
     error_table: ErrorTable
     headers: Mapping[str, str]
     hooks: Hooks
+    limits: Limits = NO_LIMITS
+    token_counter: Callable[[Request], int] = attrs.field(
+        default=lambda request: estimate_tokens(request.json)
+    )
 
 
 @attrs.frozen
@@ -170,8 +185,44 @@ class _Tally:
     retries: int = 0  # attempts on the same key after a failure
     moves: int = 0  # moves to another key after a rate limit or quota error
     avoid: list[AppKey] = attrs.Factory(list)  # keys this call failed on
+    limit: RateLimit | None = None  # the call's rate limit (None: adaptive)
+    budgeted: bool = False  # whether the call takes from its key's budget for its model
+    tokens: int = 0  # tokens it reserves (when its limit counts tokens)
     label: str | None = None
     error: APIError | APIConnectionError | None = None
+
+
+@attrs.define(eq=False)
+class _Reservation:
+    """One attempt's share of a key's budget for its model, settled exactly once."""
+
+    budget: Budget
+    tokens: int
+    at: float
+    sent: bool = False
+    settled: bool = False
+
+    def done(self, answer: Answer, spent: int | None = None) -> None:
+        """The attempt was (or may have been) sent: count it, with what it spent."""
+        if not self.settled:
+            self.settled = True
+            self.budget.finish(_clock.now(), self.tokens, spent, answer, self.at)
+
+    def cancel(self) -> None:
+        """The attempt was never sent: nothing counts."""
+        if not self.settled:
+            self.settled = True
+            self.budget.cancel(self.tokens)
+
+    def end(self, failure: BaseException | None) -> None:
+        """Settle after a failure (or a cancellation) of the attempt."""
+        if not self.sent:
+            self.cancel()
+        elif isinstance(failure, APIError) and failure.rule is not None:
+            limited = failure.rule.key_effect is KeyEffect.COOL
+            self.done(Answer.RATE_LIMITED if limited else Answer.OTHER)
+        else:
+            self.done(Answer.OTHER)
 
 
 @attrs.define(eq=False)
@@ -301,6 +352,7 @@ class Pipeline:
 
     async def _send_with_retries(self, expect: Expect, wire: _WireParts, tally: _Tally) -> Response:
         """Run attempts until one succeeds, the policy gives up, or a deadline passes."""
+        self._plan_budget(tally)
         policy = self.settings.retry
         deadline = expect.deadline
         if policy.deadline is not None:
@@ -319,34 +371,101 @@ class Pipeline:
             message += f"; last error: {tally.error}"
         raise APITimeoutError(message, label=tally.label) from tally.error
 
+    def _plan_budget(self, tally: _Tally) -> None:
+        """Whether the call takes from a budget, and how many tokens it reserves.
+
+        Raises:
+            BudgetExceededError: the call needs more tokens than a whole window holds.
+        """
+        model = tally.request.model
+        if model is None:
+            return
+        limit = self.settings.limits.for_model(model)
+        if limit is not None and limit.unlimited:
+            return
+        tally.limit, tally.budgeted = limit, True
+        if limit is not None and limit.tokens is not None:
+            tally.tokens = self.settings.token_counter(tally.request)
+            if tally.tokens > limit.tokens:
+                raise BudgetExceededError(
+                    f"this call reserves {tally.tokens:,} tokens, more than the"
+                    f" {limit.tokens:,} tokens per {limit.per:g}s that model {model} allows"
+                    " a key: it could never be sent (shorten it, or set max_tokens)"
+                )
+
+    def _budget_of(self, tally: _Tally, key: AppKey) -> Budget:
+        """``key``'s budget for the call's model, made on first use."""
+        model, limit = tally.request.model, tally.limit
+        assert model is not None  # noqa: S101 - only budgeted calls name a model
+        budget = key.budgets.get(model)
+        if limit is None:
+            if not isinstance(budget, AdaptiveRate):
+                budget = key.budgets[model] = AdaptiveRate()
+        elif not isinstance(budget, Window):
+            budget = key.budgets[model] = Window(limit)
+        elif budget.limit is not limit:
+            budget.limit = limit  # another view's limit for the same key and model
+        return budget
+
     async def _attempts(self, expect: Expect, wire: _WireParts, tally: _Tally) -> Response:
         while True:
             key = await self._choose_key(tally)
             tally.label = key.label
             slot = _Slot(key, self.shared.limiter)
+            reservation: _Reservation | None = None
             started = _clock.now()
             try:
                 await slot.take()
+                if tally.budgeted:
+                    reservation = self._reserve(tally, key)
+                    if reservation is None:  # another call took the room meanwhile
+                        slot.release()
+                        continue
                 tally.attempts += 1
                 started = _clock.now()
-                response = await self._send_one_attempt(expect, wire, key, slot, tally)
+                response = await self._send_one_attempt(
+                    expect, wire, key, tally, slot=slot, reservation=reservation
+                )
             except ClientStateError:
                 slot.release()
+                if reservation is not None:
+                    reservation.cancel()
                 raise
             except (APIError, APIConnectionError) as failure:
                 slot.release()
+                if reservation is not None:
+                    reservation.end(failure)
                 tally.error = failure
                 wait = self._after_failure(failure, key, _clock.now() - started, tally)
                 if wait:
                     await _clock.sleep(wait)
                 continue
-            except BaseException:
+            except BaseException as exc:
                 slot.release()
+                if reservation is not None:
+                    reservation.end(exc)
                 raise
             if not response.is_stream:
                 slot.release()
+                if reservation is not None:
+                    reservation.done(Answer.OK, self._spent(reservation, response.content))
                 self._succeeded(key, _clock.now() - started)
             return response
+
+    def _reserve(self, tally: _Tally, key: AppKey) -> _Reservation | None:
+        budget = self._budget_of(tally, key)
+        now = _clock.now()
+        if not budget.fits(now, tally.tokens):
+            return None
+        budget.take(now, tally.tokens)
+        return _Reservation(budget, tally.tokens, now)
+
+    @staticmethod
+    def _spent(reservation: _Reservation, content: bytes) -> int | None:
+        """The tokens a call spent, from its answer's ``usage``, when a limit counts them."""
+        if not reservation.tokens:
+            return None
+        return spent_tokens(content)
 
     def _after_failure(
         self, failure: APIError | APIConnectionError, key: AppKey, latency: float, tally: _Tally
@@ -405,16 +524,54 @@ class Pipeline:
         When no key can take the call any more, the call's own last error is raised.
         """
         ring, model = self.shared.ring, tally.request.model
+        budget = functools.partial(self._budget_of, tally) if tally.budgeted else None
         while True:
             try:
-                choice = ring.choose(model, self.pinned, tally.avoid, probe=self.probe)
+                choice = ring.choose(
+                    model,
+                    self.pinned,
+                    tally.avoid,
+                    probe=self.probe,
+                    budget=budget,
+                    tokens=tally.tokens,
+                )
             except WishubError:
                 if tally.error is not None:
                     raise tally.error from None
                 raise
             if isinstance(choice, AppKey):
                 return choice
+            if choice.budget is not None:
+                # Woken, it tries that key's budget at once: counting the calls still
+                # asleep as ahead of it would keep every sleeper waiting forever.
+                await self._wait_for_budget(choice, choice.budget, tally)
+                return choice.key
             await self._wait_for(choice, model, tally.deadline)
+
+    async def _wait_for_budget(self, wait: Wait, budget: Budget, tally: _Tally) -> None:
+        """Wait in our queue until ``wait.key``'s budget for the model frees.
+
+        This is real time even in tests (``instant_waits`` skips retry waits only):
+        a budget frees with the clock, not with a decision of ours.
+        """
+        model = tally.request.model or ""
+        seconds, label = wait.seconds, wait.key.label
+        if _clock.now() + seconds > tally.deadline:
+            raise APITimeoutError(
+                f"key {label}'s rate budget for model {model} frees in {seconds:.1f}s,"
+                " past the call's deadline",
+                label=label,
+            )
+        hook = self.settings.hooks.on_budget_wait
+        if hook is not None:
+            emit(hook, BudgetWaited(label, model, seconds))
+        log.debug("waiting %.2fs for key %s's budget for model %s", seconds, label, model)
+        budget.waiting += 1
+        try:
+            # An adaptive rate may rise while the call sleeps: look again soon.
+            await anyio.sleep(min(seconds, _ADAPTIVE_NAP) if budget.adaptive else seconds)
+        finally:
+            budget.waiting -= 1
 
     async def _wait_for(self, wait: Wait, model: str | None, deadline: float) -> None:
         key, seconds = wait.key, wait.seconds
@@ -430,13 +587,22 @@ class Pipeline:
     # -- layer 3: one attempt ------------------------------------------------------------
 
     async def _send_one_attempt(
-        self, expect: Expect, wire: _WireParts, key: AppKey, slot: _Slot, tally: _Tally
+        self,
+        expect: Expect,
+        wire: _WireParts,
+        key: AppKey,
+        tally: _Tally,
+        *,
+        slot: _Slot,
+        reservation: _Reservation | None,
     ) -> Response:
         """One HTTP exchange on ``key``: the response built whole, or the error raised."""
         request = tally.request
         lifecycle = self.shared.lifecycle
         if lifecycle.is_closed():  # aclose() ran while this call waited
             raise ClientClosedError("the client was closed before this call was sent")
+        if reservation is not None:
+            reservation.sent = True
         attempt = WireRequest(
             request.method,
             wire.url,
@@ -448,18 +614,29 @@ class Pipeline:
         )
         if request.stream and expect.first_chunk_timeout is not None:
             with anyio.move_on_after(expect.first_chunk_timeout):
-                return await self._exchange(attempt, expect, key, slot=slot, tally=tally)
+                return await self._exchange(
+                    attempt, expect, key, slot=slot, tally=tally, reservation=reservation
+                )
             raise APITimeoutError(
                 f"no stream chunk within {expect.first_chunk_timeout:g}s (idle_timeout)",
                 label=key.label,
             )
-        response = await self._exchange(attempt, expect, key, slot=slot, tally=tally)
+        response = await self._exchange(
+            attempt, expect, key, slot=slot, tally=tally, reservation=reservation
+        )
         if lifecycle.is_closed() and not response.is_stream:
             raise ClientClosedError("the client was closed while this call was in flight")
         return response
 
     async def _exchange(
-        self, attempt: WireRequest, expect: Expect, key: AppKey, *, slot: _Slot, tally: _Tally
+        self,
+        attempt: WireRequest,
+        expect: Expect,
+        key: AppKey,
+        *,
+        slot: _Slot,
+        tally: _Tally,
+        reservation: _Reservation | None,
     ) -> Response:
         reply = await self.shared.transport.send(attempt)
         status = reply.status_code
@@ -487,15 +664,31 @@ class Pipeline:
                 with anyio.CancelScope(shield=True):
                     await body.aclose()
                 raise
-        body.settle_with(functools.partial(self._stream_ended, slot, tally, _clock.now()))
+        body.settle_with(
+            functools.partial(self._stream_ended, slot, tally, reservation, _clock.now())
+        )
         return response
 
     def _stream_ended(
-        self, slot: _Slot, tally: _Tally, accepted: float, error: BaseException | None
+        self,
+        slot: _Slot,
+        tally: _Tally,
+        reservation: _Reservation | None,
+        accepted: float,
+        error: BaseException | None,
+        tokens: int | None,
     ) -> None:
-        """A stream's body closed: free its slots, then settle key health and the hook."""
+        """A stream's body closed: free its slots, settle its budget, key health, hook.
+
+        A stream that never reported its usage keeps its whole reservation.
+        """
         key = slot.key
         slot.release()
+        if reservation is not None:
+            if error is None:
+                reservation.done(Answer.OK, tokens if reservation.tokens else None)
+            else:
+                reservation.end(error)
         latency = _clock.now() - accepted
         if isinstance(error, APIError | APIConnectionError) and not isinstance(
             error, ClientStateError
@@ -652,11 +845,16 @@ class _StreamBody:
         self._abandoned = abandoned
         self._held = b""
         self._state = _BodyState.OPEN
-        self._settle: Callable[[BaseException | None], None] | None = None
+        self._settle: Callable[[BaseException | None, int | None], None] | None = None
+        self._tokens: int | None = None
 
-    def settle_with(self, settle: Callable[[BaseException | None], None]) -> None:
-        """Call ``settle`` once, with what ended the body, when it closes."""
+    def settle_with(self, settle: Callable[[BaseException | None, int | None], None]) -> None:
+        """Call ``settle`` once, with what ended the body and its tokens, when it closes."""
         self._settle = settle
+
+    def note_tokens(self, tokens: int) -> None:
+        """The tokens the stream reported using (its usage chunk)."""
+        self._tokens = tokens
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self
@@ -689,13 +887,13 @@ class _StreamBody:
                 await self._stream.aclose()
         finally:
             if settle is not None:
-                settle(error)
+                settle(error, self._tokens)
 
     def release(self) -> None:
         """Settle now, without I/O; the client's next call closes the connection."""
         settle, self._settle = self._settle, None
         if settle is not None:
-            settle(None)
+            settle(None, self._tokens)
         if self._state is _BodyState.OPEN:
             self._abandoned.append(self)
 
@@ -750,6 +948,21 @@ def _retryable(
     if isinstance(failure, APITimeoutError):
         return policy.retry_timeouts
     return policy.retry_connection_errors
+
+
+_TOTAL_TOKENS = b'"total_tokens"'
+_ADAPTIVE_NAP = 0.1
+"""The longest one sleep for an adaptive budget lasts before the call looks again."""
+
+
+def spent_tokens(content: bytes) -> int | None:
+    """``usage.total_tokens`` of a JSON answer, found without decoding all of it."""
+    at = content.rfind(_TOTAL_TOKENS)
+    if at < 0:
+        return None
+    digits = content[at + len(_TOTAL_TOKENS) : at + len(_TOTAL_TOKENS) + 24]
+    digits = digits.lstrip(b" \t\r\n:").split(b",", 1)[0].split(b"}", 1)[0].strip()
+    return int(digits) if digits.isdigit() else None
 
 
 def is_error_body(data: Any) -> bool:

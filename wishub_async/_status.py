@@ -8,6 +8,8 @@ from datetime import datetime
 
 import attrs
 
+from ._budget import BudgetStatus
+
 __all__ = ["KeyState", "KeyStatus"]
 
 
@@ -37,7 +39,8 @@ class KeyStatus:
         cooling_until: when a cooling key becomes usable again (UTC), else None.
         latency_avg: mean seconds per attempt with this key, None before the first.
         resting_models: the models this key rests from, each with the time (UTC) it
-            serves them again (after a model's free quota ran out).
+            serves them again (after a rate limit, or a model's free quota ran out).
+        budgets: each model's rate budget on this key (configured, or adaptive).
     """
 
     label: str
@@ -50,3 +53,4 @@ class KeyStatus:
     cooling_until: datetime | None
     latency_avg: float | None
     resting_models: Mapping[str, datetime] = attrs.field(factory=dict)
+    budgets: Mapping[str, BudgetStatus] = attrs.field(factory=dict)

@@ -19,6 +19,7 @@ __all__ = [
     "APITimeoutError",
     "AuthenticationError",
     "BadRequestError",
+    "BudgetExceededError",
     "ClientClosedError",
     "ClientStateError",
     "ConfigurationError",
@@ -47,6 +48,12 @@ class InvalidRequestError(WishubError, ValueError):
 
     For example a body that is not JSON, a missing model, or a header with control or
     non-ASCII characters (set by a middleware, say).
+    """
+
+
+class BudgetExceededError(WishubError, ValueError):
+    """A call that can never fit its rate budget (more tokens than a whole window
+    allows, say). Nothing was sent.
     """
 
 

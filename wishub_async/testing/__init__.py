@@ -15,14 +15,17 @@ from contextlib import contextmanager
 from .. import _clock
 from ._chat import FakeChat, FakeEmbeddings, StreamFailure
 from ._fake import DEFAULT_MODELS, Failure, FakeRequest, FakeWishub, Reply
+from ._limits import FakeLimit, LimitStyle
 
 __all__ = [
     "DEFAULT_MODELS",
     "Failure",
     "FakeChat",
     "FakeEmbeddings",
+    "FakeLimit",
     "FakeRequest",
     "FakeWishub",
+    "LimitStyle",
     "Reply",
     "StreamFailure",
     "instant_waits",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import ssl
+import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -15,6 +16,7 @@ import httpx
 
 from .. import AsyncWishub
 from ._chat import FakeChat, FakeEmbeddings, chat_route, embeddings_route
+from ._limits import FakeLimit, LimitStyle
 
 __all__ = ["CUT_BODY", "DEFAULT_MODELS", "Failure", "FakeRequest", "FakeWishub", "Reply"]
 
@@ -200,6 +202,8 @@ class FakeWishub(httpx.AsyncBaseTransport):
         self.peak_in_flight_total = 0
         self._in_flight_total = 0
         self._scripts: dict[str | None, deque[list[Any]]] = {}
+        self.limits: list[FakeLimit] = []
+        """The rate limits the fake enforces (``limit()`` adds one)."""
         self.chat = FakeChat()
         """How chat answers: reply text, reasoning mode, stream quirks and failures."""
         self.embeddings = FakeEmbeddings()
@@ -228,6 +232,25 @@ class FakeWishub(httpx.AsyncBaseTransport):
         script = Failure(**failure)
         self._scripts.setdefault(key, deque()).append([script, times])
         return script
+
+    def limit(
+        self,
+        requests: int | None = None,
+        tokens: int | None = None,
+        *,
+        per: float = 60.0,
+        style: LimitStyle = "sliding",
+        model: str | None = None,
+    ) -> FakeLimit:
+        """Enforce a rate limit per key and model (every model, or ``model``).
+
+        Past it the fake answers 429 ``rate_limit_exceeded`` with a Retry-After that
+        says when the call would fit. ``style`` is how it counts: ``"sliding"``,
+        ``"fixed"`` or ``"bucket"`` (see ``FakeLimit``).
+        """
+        added = FakeLimit(requests, tokens, per, style, model)
+        self.limits.append(added)
+        return added
 
     def count(self, key: str | None = None, *, path: str | None = None) -> int:
         """How many requests arrived (with ``key``, on ``path`` when given)."""
@@ -299,7 +322,22 @@ class FakeWishub(httpx.AsyncBaseTransport):
             return Failure(
                 type="invalid_request_error", status=404, message=f"no route {method} {path}"
             ).reply()
-        return await route(self, key, payload)
+        model = payload.get("model") if isinstance(payload, dict) else None
+        if not isinstance(model, str) or not self.limits:
+            return await route(self, key, payload)
+        now = time.monotonic()
+        for limit in self.limits:
+            wait = limit.admit(key, model, now)
+            if wait is not None:
+                return Failure(
+                    type="rate_limit_exceeded", status=429, retry_after=f"{max(wait, 0):.3f}"
+                ).reply()
+        reply = await route(self, key, payload)
+        spent = _total_tokens(reply.body)
+        if spent:
+            for limit in self.limits:
+                limit.spend(key, model, spent, time.monotonic())
+        return reply
 
     def _next_failure(self, key: str | None) -> Failure | None:
         for owner in (key, None):
@@ -399,6 +437,17 @@ class _CutStream(httpx.AsyncByteStream):
             "peer closed connection without sending complete message body",
             request=self._request,
         )
+
+
+def _total_tokens(body: bytes | AsyncIterator[bytes]) -> int:
+    if not isinstance(body, bytes) or b"total_tokens" not in body:
+        return 0
+    try:
+        usage = json.loads(body).get("usage") or {}
+    except (ValueError, AttributeError):
+        return 0
+    tokens = usage.get("total_tokens") if isinstance(usage, dict) else None
+    return tokens if isinstance(tokens, int) else 0
 
 
 def _bearer(authorization: str | None) -> str | None:

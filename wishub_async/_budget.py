@@ -1,0 +1,379 @@
+"""Rate budgets per key and model: ``RateLimit``, its window, and adaptive rates.
+
+Each key × model that a call names holds one of two states:
+
+- ``Window``, under a configured ``RateLimit``: at most ``requests`` calls and
+  ``tokens`` tokens in any ``per`` seconds. The server counts a call when it
+  *arrives*, which may be a while after we reserved it (queueing, connection set-up),
+  so a call stays counted from its reservation until ``per`` seconds after its answer
+  returned: by then the server can no longer count it in the same window as a call we
+  send now. That holds whether the server counts in a sliding window, a fixed window or
+  a token bucket (of ``requests`` capacity refilled over ``per``), and costs only the
+  calls' latency against the full rate.
+- ``AdaptiveRate``, for a model with no configured limit: a token bucket whose rate
+  adapts, as TCP does: a slow start (the rate doubles each second of successes), then
+  additive increase, and a cut to 70 % on a rate-limit answer (once per round: the
+  answers of calls sent before a cut do not cut again).
+
+Everything here takes the time as an argument (``now``), so it is tested with a
+clock of the tests' own.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections import deque
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+import attrs
+
+from .exceptions import ConfigurationError
+
+__all__ = [
+    "DEFAULT_COMPLETION_TOKENS",
+    "NO_LIMITS",
+    "AdaptiveRate",
+    "Answer",
+    "Budget",
+    "BudgetStatus",
+    "Limits",
+    "RateLimit",
+    "Window",
+    "estimate_tokens",
+]
+
+DEFAULT_COMPLETION_TOKENS = 1024
+"""Tokens reserved for an answer whose call sets no ``max_tokens``."""
+
+_FIRST_RATE = 10.0
+"""Calls a second an adaptive key × model starts at (its first second's burst too)."""
+_LEAST_RATE = 1.0 / 60.0
+"""The slowest an adaptive rate goes: one call a minute."""
+_DECREASE = 0.7
+"""Multiplicative decrease: a rate-limit answer cuts the rate to 70 % (as CUBIC does)."""
+_INCREASE = 0.5
+"""Additive increase: at least half a call a second more, each second of successes..."""
+_INCREASE_SHARE = 0.05
+"""... or 5 % of the rate, whichever is more (so large rates recover as fast)."""
+
+
+def _count(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(f"RateLimit {attribute.name} must be a whole number >= 1 or None")
+
+
+def _per(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigurationError(f"RateLimit {attribute.name} must be seconds, not {value!r}")
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigurationError(f"RateLimit {attribute.name} must be above 0, got {value!r}")
+
+
+@attrs.frozen
+class RateLimit:
+    """At most ``requests`` calls and ``tokens`` tokens per key and model, per ``per`` s.
+
+    Tokens are the prompt's and the answer's together. A limit left None is not
+    counted; ``RateLimit()`` with neither sets no budget at all, and also turns
+    adaptation off for the models it covers.
+
+    Attributes:
+        requests: calls in any window of ``per`` seconds, or None.
+        tokens: tokens (prompt + completion) in any window of ``per`` seconds, or None.
+        per: the window, in seconds (the platform publishes limits per minute).
+    """
+
+    requests: int | None = attrs.field(default=None, validator=_count)
+    tokens: int | None = attrs.field(default=None, validator=_count)
+    per: float = attrs.field(default=60.0, validator=_per)
+
+    @property
+    def unlimited(self) -> bool:
+        """Whether it counts nothing."""
+        return self.requests is None and self.tokens is None
+
+
+@attrs.frozen
+class Limits:
+    """The ``limits=`` option, read: a ``RateLimit`` per model, ``"*"`` the default."""
+
+    by_model: Mapping[str, RateLimit] = attrs.field(factory=dict)
+    default: RateLimit | None = None
+
+    @classmethod
+    def of(cls, value: object) -> Limits:
+        """``limits=`` as given: None, one ``RateLimit``, or ``{model: RateLimit}``.
+
+        Raises:
+            ConfigurationError: anything else.
+        """
+        if value is None:
+            return NO_LIMITS
+        if isinstance(value, RateLimit):
+            return cls({}, value)
+        if isinstance(value, Mapping):
+            rows = dict(value)
+            for model, limit in rows.items():
+                if not isinstance(model, str) or not isinstance(limit, RateLimit):
+                    raise ConfigurationError(
+                        "limits= maps model ids (or '*') to RateLimit(...) values"
+                    )
+            default = rows.pop("*", None)
+            return cls(rows, default)
+        raise ConfigurationError(
+            f"limits= takes a RateLimit or a {{model: RateLimit}} mapping,"
+            f" not {type(value).__name__}"
+        )
+
+    def for_model(self, model: str) -> RateLimit | None:
+        """The limit configured for ``model`` (None: adapt)."""
+        return self.by_model.get(model, self.default)
+
+
+NO_LIMITS = Limits()
+
+
+@attrs.frozen
+class BudgetStatus:
+    """One key × model's budget, as ``KeyStatus.budgets`` shows it.
+
+    Attributes:
+        limit: the configured ``RateLimit``, or None when the rate adapts.
+        requests_used: calls counted in the window now (in flight included).
+        tokens_used: tokens counted in the window now (reserved or reported).
+        requests_free: calls that would fit now (None: not limited).
+        tokens_free: tokens that would fit now (None: not limited).
+        free_at: when the next call will fit (UTC), None if it fits now.
+        adaptive_rate: the adapted rate in calls a second, when it adapts.
+        waiting: calls waiting in our queue for this budget.
+    """
+
+    limit: RateLimit | None
+    requests_used: int
+    tokens_used: int
+    requests_free: int | None
+    tokens_free: int | None
+    free_at: datetime | None
+    adaptive_rate: float | None
+    waiting: int
+
+
+class Answer(enum.Enum):
+    """How a budgeted call ended, for its budget."""
+
+    OK = "ok"
+    RATE_LIMITED = "rate_limited"
+    OTHER = "other"
+
+
+@attrs.define(eq=False)
+class Window:
+    """One key × model under a configured ``RateLimit`` (see the module's docstring)."""
+
+    limit: RateLimit
+    adaptive: ClassVar[bool] = False
+    done: deque[tuple[float, int]] = attrs.Factory(deque)  # (counted until, tokens)
+    done_tokens: int = 0
+    flying: int = 0
+    flying_tokens: int = 0
+    waiting: int = 0
+
+    def _expire(self, now: float) -> None:
+        done = self.done
+        while done and done[0][0] <= now:
+            self.done_tokens -= done.popleft()[1]
+
+    def free_at(self, now: float, tokens: int = 0) -> float:
+        """When a call of ``tokens`` fits, after the calls already waiting (now if now)."""
+        self._expire(now)
+        limit, done = self.limit, self.done
+        later = now
+        if limit.requests is not None:
+            over = len(done) + self.flying + self.waiting + 1 - limit.requests
+            if over > 0:
+                later = max(later, done[over - 1][0] if over <= len(done) else now + limit.per)
+        if limit.tokens is not None and tokens:
+            over_tokens = self.done_tokens + self.flying_tokens + tokens - limit.tokens
+            freed = 0
+            for ends, spent in done:
+                if freed >= over_tokens:
+                    break
+                freed += spent
+                later = max(later, ends)
+            if freed < over_tokens:
+                later = max(later, now + limit.per)
+        return later
+
+    def fits(self, now: float, tokens: int) -> bool:
+        """Whether a call of ``tokens`` fits now (the calls waiting come first)."""
+        self._expire(now)
+        limit = self.limit
+        if limit.requests is not None and len(self.done) + self.flying >= limit.requests:
+            return False
+        return limit.tokens is None or (
+            self.done_tokens + self.flying_tokens + tokens <= limit.tokens
+        )
+
+    def take(self, now: float, tokens: int) -> None:
+        """Count a call about to be sent."""
+        del now
+        self.flying += 1
+        self.flying_tokens += tokens
+
+    def finish(
+        self, now: float, reserved: int, spent: int | None, answer: Answer, reserved_at: float
+    ) -> None:
+        """A call's answer returned: counted until ``per`` from now, with its real tokens."""
+        del answer, reserved_at
+        self.flying -= 1
+        self.flying_tokens -= reserved
+        tokens = reserved if spent is None else spent
+        self.done.append((now + self.limit.per, tokens))
+        self.done_tokens += tokens
+
+    def cancel(self, reserved: int) -> None:
+        """A call never sent: nothing counts."""
+        self.flying -= 1
+        self.flying_tokens -= reserved
+
+    def status(self, now: float, wall: float) -> BudgetStatus:
+        """A snapshot for ``key_status()``; ``wall`` is ``time.time()`` at ``now``."""
+        self._expire(now)
+        limit = self.limit
+        requests = len(self.done) + self.flying
+        tokens = self.done_tokens + self.flying_tokens
+        next_free = self.free_at(now)
+        return BudgetStatus(
+            limit=limit,
+            requests_used=requests,
+            tokens_used=tokens,
+            requests_free=None if limit.requests is None else max(limit.requests - requests, 0),
+            tokens_free=None if limit.tokens is None else max(limit.tokens - tokens, 0),
+            free_at=None if next_free <= now else _utc(wall + next_free - now),
+            adaptive_rate=None,
+            waiting=self.waiting,
+        )
+
+
+@attrs.define(eq=False)
+class AdaptiveRate:
+    """One key × model with no configured limit: a token bucket whose rate adapts."""
+
+    adaptive: ClassVar[bool] = True
+    rate: float = _FIRST_RATE
+    threshold: float = math.inf  # past it, additive increase instead of slow start
+    level: float = _FIRST_RATE  # tokens in the bucket (one a call)
+    stamp: float = -math.inf  # when ``level`` was last brought up to date
+    cut: float = -math.inf  # when the rate was last halved
+    flying: int = 0
+    waiting: int = 0
+
+    def _refill(self, now: float) -> None:
+        if self.stamp == -math.inf:
+            self.stamp = now
+            return
+        self.level = min(self.level + (now - self.stamp) * self.rate, max(self.rate, 1.0))
+        self.stamp = now
+
+    def free_at(self, now: float, tokens: int = 0) -> float:
+        """When the next call fits, after the calls already waiting."""
+        del tokens
+        self._refill(now)
+        missing = self.waiting + 1 - self.level
+        return now if missing <= 0 else now + missing / self.rate
+
+    def fits(self, now: float, tokens: int) -> bool:
+        """Whether a call fits now (the calls waiting come first)."""
+        del tokens
+        self._refill(now)
+        return self.level >= 1
+
+    def take(self, now: float, tokens: int) -> None:
+        """Count a call about to be sent."""
+        del tokens
+        self._refill(now)
+        self.level -= 1
+        self.flying += 1
+
+    def finish(
+        self, now: float, reserved: int, spent: int | None, answer: Answer, reserved_at: float
+    ) -> None:
+        """A call's answer returned: a success raises the rate, a rate limit cuts it.
+
+        A rate-limit answer to a call sent before the last cut does not cut again:
+        it was sent at the old rate, which was cut already.
+        """
+        del reserved, spent
+        self.flying -= 1
+        if answer is Answer.OK:
+            if self.rate < self.threshold:
+                self.rate += 1.0  # slow start: each success adds one a second (doubling)
+            else:
+                self.rate += max(_INCREASE, _INCREASE_SHARE * self.rate) / self.rate
+        elif answer is Answer.RATE_LIMITED and reserved_at >= self.cut:
+            self.cut = now
+            self.rate = max(self.rate * _DECREASE, _LEAST_RATE)
+            self.threshold = self.rate
+            self._refill(now)
+            self.level = min(self.level, 0.0)
+
+    def cancel(self, reserved: int) -> None:
+        """A call never sent: its token goes back."""
+        del reserved
+        self.flying -= 1
+        self.level += 1
+
+    def status(self, now: float, wall: float) -> BudgetStatus:
+        """A snapshot for ``key_status()``; ``wall`` is ``time.time()`` at ``now``."""
+        next_free = self.free_at(now)
+        return BudgetStatus(
+            limit=None,
+            requests_used=self.flying,
+            tokens_used=0,
+            requests_free=None,
+            tokens_free=None,
+            free_at=None if next_free <= now else _utc(wall + next_free - now),
+            adaptive_rate=self.rate,
+            waiting=self.waiting,
+        )
+
+
+Budget = Window | AdaptiveRate
+"""The budget state of one key × model."""
+
+
+def _utc(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, UTC)
+
+
+def estimate_tokens(body: Any) -> int:
+    """Tokens to reserve for a call with this JSON body: prompt and answer, never fewer.
+
+    The prompt is counted a token a character, over every string the body holds (a
+    Chinese character is about one token, and no tokenizer makes fewer tokens than
+    characters... by much: the estimate is meant to count too many, not too few).
+    The answer is ``max_tokens`` when the body sets it, else
+    ``DEFAULT_COMPLETION_TOKENS`` for a chat call (one with ``messages``), else none.
+    """
+    prompt = _characters(body)
+    if not isinstance(body, dict):
+        return prompt
+    answer = body.get("max_tokens", body.get("max_completion_tokens"))
+    if isinstance(answer, int) and not isinstance(answer, bool) and answer >= 0:
+        return prompt + answer
+    return prompt + (DEFAULT_COMPLETION_TOKENS if "messages" in body else 0)
+
+
+def _characters(value: Any) -> int:
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, dict):
+        return sum(_characters(item) for item in value.values())
+    if isinstance(value, list | tuple):
+        return sum(_characters(item) for item in value)
+    return 0
