@@ -173,7 +173,12 @@ class RateLimitError(APIError):
 
 
 class QuotaExceededError(APIError):
-    """The key's quota is used up (``insufficient_quota``)."""
+    """The key's quota is used up (``insufficient_quota``), or a model's free quota on it.
+
+    The platform sends a spent free quota as HTTP 429 with the message
+    ``免费额度已结束…`` ("the free quota has ended"); the key then rests from that model
+    only.
+    """
 
 
 class ServerError(APIError):

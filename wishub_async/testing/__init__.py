@@ -14,14 +14,19 @@ from contextlib import contextmanager
 
 from .. import _clock
 from ._chat import FakeChat, FakeEmbeddings, StreamFailure
-from ._fake import DEFAULT_MODELS, Failure, FakeRequest, FakeWishub, Reply
+from ._fake import DEFAULT_MODELS, FREE_QUOTA_ENDED, Failure, FakeRequest, FakeWishub, Reply
+from ._images import FakeImages
+from ._rerank import FakeRerank
 
 __all__ = [
     "DEFAULT_MODELS",
+    "FREE_QUOTA_ENDED",
     "Failure",
     "FakeChat",
     "FakeEmbeddings",
+    "FakeImages",
     "FakeRequest",
+    "FakeRerank",
     "FakeWishub",
     "Reply",
     "StreamFailure",
