@@ -15,12 +15,14 @@ import anyio.from_thread
 import pytest
 
 from wishub_async import DEFAULT_ERROR_TABLE
-from wishub_async.testing import FakeWishub
+from wishub_async.testing import DEFAULT_MODELS, FakeWishub
 
 ROOT = Path(__file__).parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
 DOCS_KEY = "d0c5d0c5d0c5d0c5d0c5d0c5d0c5d0c5"
+SURFACE_MODELS = ("BGE-Reranker-V2-m3", "qwen3-rerank", "gte-rerank-v2", "Qwen-Image", "GLM4.6V")
+"""Models the rerank, images and vision pages call by name, as on the x6 host."""
 
 
 def blocks(page: Path) -> list[str]:
@@ -44,7 +46,7 @@ def restored_logging() -> Iterator[None]:
 
 @pytest.fixture
 def platform(monkeypatch: pytest.MonkeyPatch, restored_logging: None) -> Iterator[FakeWishub]:
-    fake = FakeWishub([DOCS_KEY])
+    fake = FakeWishub({DOCS_KEY: [*DEFAULT_MODELS, *SURFACE_MODELS]})
     with (
         anyio.from_thread.start_blocking_portal() as portal,
         portal.wrap_async_context_manager(fake.serve()) as base_url,
@@ -76,6 +78,10 @@ def test_the_errors_page_covers_every_row_of_the_default_table() -> None:
     for error_type, rule in DEFAULT_ERROR_TABLE.types.items():
         row = next(line for line in page.splitlines() if line.startswith(f"| `{error_type}` |"))
         assert f"`{rule.exception.__name__}`" in row, error_type
+    for piece, rule in DEFAULT_ERROR_TABLE.messages.items():
+        row = next(line for line in page.splitlines() if line.startswith(f"| `{piece}` |"))
+        assert f"`{rule.exception.__name__}`" in row, piece
+        assert rule.key_effect.value.replace("_", " ") in row, piece
     for status, rule in DEFAULT_ERROR_TABLE.statuses.items():
         row = next(
             line

@@ -17,6 +17,12 @@ EXPECTED = {
     "KeyStateChanged", "KeyStatus", "Middleware", "Outcome", "OutcomeList", "OutcomeStream",
     "Request", "RequestEnded", "Response", "RetryPolicy", "RetryScheduled", "Timeout",
     *wishub_async.exceptions.__all__,
+    # the platform's whole surface: hosts, rerank routes, vision content parts
+    "HOSTS", "DEFAULT_RERANK_ROUTES", "RerankRoute", "RerankRoutes", "ContentPart",
+    "ImagePart", "ImageURL", "TextPart", "UserMessage", "image_data_url", "image_part",
+    "text_part", "user_message",
+    # rate budgets
+    "RateLimit", "BudgetStatus", "BudgetWaited",
 }  # fmt: skip
 
 

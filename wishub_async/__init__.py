@@ -8,12 +8,25 @@ from ._client import AsyncWishub
 from ._errors import DEFAULT_ERROR_TABLE, ErrorRule, ErrorTable, KeyEffect
 from ._events import BudgetWaited, Hooks, KeyStateChanged, RequestEnded, RetryScheduled
 from ._fanout import Outcome, OutcomeList, OutcomeStream
+from ._hosts import HOSTS
 from ._http import Handler, Middleware, Request, Response
 from ._keys import KeyPolicy
+from ._rerank import DEFAULT_RERANK_ROUTES, RerankRoute, RerankRoutes
 from ._retry import RetryPolicy
 from ._status import KeyState, KeyStatus
 from ._timeout import Timeout
 from ._version import __version__ as __version__
+from ._vision import (
+    ContentPart,
+    ImagePart,
+    ImageURL,
+    TextPart,
+    UserMessage,
+    image_data_url,
+    image_part,
+    text_part,
+    user_message,
+)
 from .exceptions import (
     APIConnectionError,
     APIError,
@@ -37,6 +50,8 @@ from .exceptions import (
 
 __all__ = [
     "DEFAULT_ERROR_TABLE",
+    "DEFAULT_RERANK_ROUTES",
+    "HOSTS",
     "APIConnectionError",
     "APIError",
     "APITimeoutError",
@@ -51,10 +66,13 @@ __all__ = [
     "ClientClosedError",
     "ClientStateError",
     "ConfigurationError",
+    "ContentPart",
     "ErrorRule",
     "ErrorTable",
     "Handler",
     "Hooks",
+    "ImagePart",
+    "ImageURL",
     "InvalidRequestError",
     "KeyEffect",
     "KeyPolicy",
@@ -73,11 +91,19 @@ __all__ = [
     "RateLimitError",
     "Request",
     "RequestEnded",
+    "RerankRoute",
+    "RerankRoutes",
     "Response",
     "ResponseValidationError",
     "RetryPolicy",
     "RetryScheduled",
     "ServerError",
+    "TextPart",
     "Timeout",
+    "UserMessage",
     "WishubError",
+    "image_data_url",
+    "image_part",
+    "text_part",
+    "user_message",
 ]

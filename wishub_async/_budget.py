@@ -1,6 +1,6 @@
 """Rate budgets per key and model: ``RateLimit``, its window, and adaptive rates.
 
-Each key × model that a call names holds one of two states:
+Each key and model that a call names holds one of two states:
 
 - ``Window``, under a configured ``RateLimit``: at most ``requests`` calls and
   ``tokens`` tokens in any ``per`` seconds. The server counts a call when it
@@ -49,7 +49,7 @@ DEFAULT_COMPLETION_TOKENS = 1024
 """Tokens reserved for an answer whose call sets no ``max_tokens``."""
 
 _FIRST_RATE = 10.0
-"""Calls a second an adaptive key × model starts at (its first second's burst too)."""
+"""Calls a second an adaptive key and model starts at (its first second's burst too)."""
 _LEAST_RATE = 1.0 / 60.0
 """The slowest an adaptive rate goes: one call a minute."""
 _DECREASE = 0.7
@@ -140,7 +140,7 @@ NO_LIMITS = Limits()
 
 @attrs.frozen
 class BudgetStatus:
-    """One key × model's budget, as ``KeyStatus.budgets`` shows it.
+    """One key and model's budget, as ``KeyStatus.budgets`` shows it.
 
     Attributes:
         limit: the configured ``RateLimit``, or None when the rate adapts.
@@ -173,7 +173,7 @@ class Answer(enum.Enum):
 
 @attrs.define(eq=False)
 class Window:
-    """One key × model under a configured ``RateLimit`` (see the module's docstring)."""
+    """One key and model under a configured ``RateLimit`` (see the module's docstring)."""
 
     limit: RateLimit
     adaptive: ClassVar[bool] = False
@@ -262,7 +262,7 @@ class Window:
 
 @attrs.define(eq=False)
 class AdaptiveRate:
-    """One key × model with no configured limit: a token bucket whose rate adapts."""
+    """One key and model with no configured limit: a token bucket whose rate adapts."""
 
     adaptive: ClassVar[bool] = True
     rate: float = _FIRST_RATE
@@ -344,7 +344,7 @@ class AdaptiveRate:
 
 
 Budget = Window | AdaptiveRate
-"""The budget state of one key × model."""
+"""The budget state of one key and model."""
 
 
 def _utc(timestamp: float) -> datetime:

@@ -20,6 +20,7 @@ from ._pipeline import Expect, Send, is_error_body
 from ._resources import request_body
 from ._sse import DONE, SSEDecoder, decode_payload
 from ._text import excerpt
+from ._vision import message_bodies
 from .exceptions import (
     APIConnectionError,
     APIError,
@@ -79,16 +80,17 @@ class ChatParams(TypedDict, total=False):
 class Chat:
     """``wh.chat``: holds ``completions``."""
 
-    def __init__(self, send: Send, table: ErrorTable) -> None:
-        self.completions = Completions(send, table)
+    def __init__(self, send: Send, table: ErrorTable, *, flatten: bool = False) -> None:
+        self.completions = Completions(send, table, flatten=flatten)
 
 
 class Completions:
     """``wh.chat.completions``: ``POST /chat/completions``."""
 
-    def __init__(self, send: Send, table: ErrorTable) -> None:
+    def __init__(self, send: Send, table: ErrorTable, *, flatten: bool = False) -> None:
         self._send = send
         self._table = table
+        self._flatten = flatten  # the client's flatten_text_parts
 
     @overload
     async def create(
@@ -139,7 +141,7 @@ class Completions:
         Args:
             model: the model's id or name.
             messages: ``{"role": ..., "content": ...}`` dicts; ``content`` may be a
-                list of parts for vision models.
+                list of parts for vision models (``text_part``, ``image_part``).
             stream: return a ``ChatStream`` of chunks instead of the whole answer.
             idle_timeout: (stream) the longest wait for each chunk, the first one
                 included (from the request); keep-alive comments do not reset it.
@@ -169,7 +171,7 @@ class Completions:
                 "messages= must be a list of {'role': ..., 'content': ...} dicts"
             )
         body = request_body(
-            {"model": model, "messages": [dict(message) for message in messages]},
+            {"model": model, "messages": message_bodies(messages, flatten=self._flatten)},
             {name: value for name, value in params.items() if name != "extra_body"},
             params.get("extra_body"),
         )

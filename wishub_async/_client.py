@@ -5,7 +5,6 @@ from __future__ import annotations
 import enum
 import functools
 import ipaddress
-import os
 import urllib.parse
 import warnings
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -22,8 +21,10 @@ from ._budget import Limits, RateLimit
 from ._chat import Chat
 from ._errors import DEFAULT_ERROR_TABLE, ErrorTable
 from ._events import Hooks
+from ._hosts import HOSTS, HostName, choose_base_url
 from ._http import Handler, Middleware, Request, Response
 from ._httpx import HttpxTransport, new_httpx_client
+from ._images import Images
 from ._keys import AppKey, KeyPolicy, KeyRing, KeyStatus, load_keys
 from ._pipeline import (
     JSON,
@@ -36,6 +37,7 @@ from ._pipeline import (
     Settings,
     Shared,
 )
+from ._rerank import DEFAULT_RERANK_ROUTES, Rerank, RerankRoutes
 from ._resources import Embeddings, Models
 from ._retry import RetryPolicy
 from ._timeout import Timeout
@@ -51,7 +53,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_BASE_URL", "AsyncWishub"]
 
-DEFAULT_BASE_URL = "https://wishub-x1.ctyun.cn/v1"
+DEFAULT_BASE_URL = HOSTS["x1"]
 DEFAULT_MAX_CONCURRENCY = 100
 HTTPX_KEEPALIVE = 20
 """Idle connections the httpx pool keeps. Measured, not guessed: httpcore 1.0's pool
@@ -95,6 +97,8 @@ class _Options:
     allow_http: bool
     limits: Limits
     token_counter: Callable[[Request], int] | None
+    rerank_routes: RerankRoutes = DEFAULT_RERANK_ROUTES
+    flatten_text_parts: bool = False
 
     @classmethod
     def checked(
@@ -110,9 +114,13 @@ class _Options:
         allow_http: object,
         limits: object,
         token_counter: object,
+        rerank_routes: object = DEFAULT_RERANK_ROUTES,
+        flatten_text_parts: object = False,
     ) -> _Options:
         """The options, or ``ConfigurationError`` naming the first one that is wrong."""
         _type_check("allow_http", allow_http, bool)
+        _type_check("rerank_routes", rerank_routes, RerankRoutes)
+        _type_check("flatten_text_parts", flatten_text_parts, bool)
         _type_check("retry", retry, RetryPolicy)
         _type_check("hooks", hooks, Hooks)
         _type_check("error_table", error_table, ErrorTable)
@@ -131,6 +139,8 @@ class _Options:
             allow_http=bool(allow_http),
             limits=limits if isinstance(limits, Limits) else Limits.of(limits),
             token_counter=token_counter,
+            rerank_routes=rerank_routes,  # type: ignore[arg-type]
+            flatten_text_parts=bool(flatten_text_parts),
         )
 
     def settings(self) -> Settings:
@@ -168,6 +178,8 @@ class AsyncWishub:
             or a ``{label: key}`` dict.
         base_url: the API root; defaults to ``WISHUB_BASE_URL``, else
             ``https://wishub-x1.ctyun.cn/v1``.
+        host: a named host instead of ``base_url``: ``"x1"`` (the default),
+            ``"x6"``, ``"gateway"`` or ``"coding"`` (see ``HOSTS``).
         timeout: a ``Timeout`` (or ``httpx.Timeout``), or seconds for every phase;
             default 600 s, 10 s to connect.
         retry: the ``RetryPolicy``; default 3 attempts with exponential backoff.
@@ -191,6 +203,10 @@ class AsyncWishub:
         token_counter: the tokens to reserve for a call (prompt and answer), for
             limits that count tokens; default: a token a character, plus
             ``max_tokens`` (see the "Rate limits" guide).
+        rerank_routes: the ``RerankRoutes`` deciding each rerank model's path and
+            body shape (default ``DEFAULT_RERANK_ROUTES``).
+        flatten_text_parts: send a message ``content`` made only of text parts as
+            one string (for models that take only string content).
 
     Raises:
         ConfigurationError: an option is missing or malformed (a key, a timeout,
@@ -223,11 +239,14 @@ class AsyncWishub:
         key_policy: KeyPolicy | None = None,
         limits: RateLimit | Mapping[str, RateLimit] | None = None,
         token_counter: Callable[[Request], int] | None = None,
+        host: HostName | None = None,
+        rerank_routes: RerankRoutes | None = None,
+        flatten_text_parts: bool = False,
     ) -> None:
         # Everything is checked before anything is opened: a constructor that fails
         # leaves nothing behind to warn about.
         options = _Options.checked(
-            base_url=base_url or os.environ.get("WISHUB_BASE_URL") or DEFAULT_BASE_URL,
+            base_url=choose_base_url(host, base_url),
             timeout=timeout,
             retry=RetryPolicy() if retry is None else retry,
             headers={} if headers is None else headers,
@@ -237,6 +256,8 @@ class AsyncWishub:
             allow_http=allow_http,
             limits=limits,
             token_counter=token_counter,
+            rerank_routes=DEFAULT_RERANK_ROUTES if rerank_routes is None else rerank_routes,
+            flatten_text_parts=flatten_text_parts,
         )
         _check_count("max_concurrency", max_concurrency)
         if per_key_concurrency is not None:
@@ -286,12 +307,22 @@ class AsyncWishub:
     @cached_property
     def chat(self) -> Chat:
         """``wh.chat``: chat completions, whole or streamed."""
-        return Chat(self._send, self._options.error_table)
+        return Chat(self._send, self._options.error_table, flatten=self._options.flatten_text_parts)
 
     @cached_property
     def embeddings(self) -> Embeddings:
         """``wh.embeddings``: vectors for texts or token lists."""
         return Embeddings(self._send)
+
+    @cached_property
+    def rerank(self) -> Rerank:
+        """``wh.rerank``: documents ranked by relevance to a query."""
+        return Rerank(self._send, self._options.rerank_routes)
+
+    @cached_property
+    def images(self) -> Images:
+        """``wh.images``: images generated from a prompt."""
+        return Images(self._send)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -365,14 +396,19 @@ class AsyncWishub:
         error_table: ErrorTable | _Unchanged = UNCHANGED,
         limits: RateLimit | Mapping[str, RateLimit] | _Unchanged | None = UNCHANGED,
         token_counter: Callable[[Request], int] | _Unchanged | None = UNCHANGED,
+        host: HostName | _Unchanged = UNCHANGED,
+        rerank_routes: RerankRoutes | _Unchanged = UNCHANGED,
+        flatten_text_parts: bool | _Unchanged = UNCHANGED,
     ) -> AsyncWishub:
         """A view with some options changed, sharing this client's pool and keys.
 
         Each option replaces the current one, except ``headers``, which are merged over
-        the current headers (as OpenAI's ``with_options`` does). The view keeps this
-        client's key pin, if any.
+        the current headers (as OpenAI's ``with_options`` does). ``host`` sets the
+        base URL to a named host's. The view keeps this client's key pin, if any.
         """
         current = self._options
+        if host is not UNCHANGED:
+            base_url = choose_base_url(host, None if base_url is UNCHANGED else base_url)
         options = _Options.checked(
             base_url=current.base_url if base_url is UNCHANGED else base_url,
             timeout=current.timeout if timeout is UNCHANGED else timeout,
@@ -386,6 +422,10 @@ class AsyncWishub:
             allow_http=current.allow_http if allow_http is UNCHANGED else allow_http,
             limits=current.limits if limits is UNCHANGED else limits,
             token_counter=current.token_counter if token_counter is UNCHANGED else token_counter,
+            rerank_routes=current.rerank_routes if rerank_routes is UNCHANGED else rerank_routes,
+            flatten_text_parts=current.flatten_text_parts
+            if flatten_text_parts is UNCHANGED
+            else flatten_text_parts,
         )
         return _View(self._shared, options, self._pinned)
 

@@ -19,7 +19,14 @@ from ._text import excerpt
 from .exceptions import ResponseValidationError
 from .models import Embedding
 
-__all__ = ["decode_vector", "make_converter", "parse_created", "structure", "structure_json"]
+__all__ = [
+    "decode_json",
+    "decode_vector",
+    "make_converter",
+    "parse_created",
+    "structure",
+    "structure_json",
+]
 
 T = TypeVar("T")
 
@@ -201,14 +208,18 @@ _HOOKS: dict[Any, Callable[[Any, Any], Any]] = {}
 
 def structure_json(content: bytes, cls: type[T]) -> T:
     """Decode a 2xx JSON body into ``cls``, or raise ``ResponseValidationError``."""
+    return structure(decode_json(content), cls, content)
+
+
+def decode_json(content: bytes) -> Any:
+    """Decode a 2xx JSON body, or raise ``ResponseValidationError``."""
     try:
-        data = json.loads(content)
+        return json.loads(content)
     except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
         found = f"got: {excerpt(content)}" if content.strip() else "got an empty body"
         raise ResponseValidationError(
             f"expected a JSON body, {found}", body_excerpt=excerpt(content)
         ) from exc
-    return structure(data, cls, content)
 
 
 def structure(data: Any, cls: type[T], content: bytes = b"") -> T:

@@ -220,6 +220,7 @@ def _bare_copy(error: APIError, message: str | None = None) -> APIError:
 
 def _rank(
     key: AppKey,
+    *,
     model: str | None,
     now: float,
     avoid: Sequence[AppKey],
@@ -355,12 +356,16 @@ class KeyRing:
             if key.quarantined:
                 raise key.refusal("quarantined (check_keys() probes it again)")
             return self._free_or_wait(key, model, now, budget, tokens)
+
+        def rank(key: AppKey) -> tuple[float, bool, int, int]:
+            return _rank(key, model=model, now=now, avoid=avoid, budget=budget, tokens=tokens)
+
         if len(self.keys) > _SCAN_LIMIT:
             drawn = (random.choice(self.keys), random.choice(self.keys))  # noqa: S311
-            best = min(drawn, key=lambda key: _rank(key, model, now, avoid, budget, tokens))
+            best = min(drawn, key=rank)
             if not best.quarantined and best not in avoid:
                 return self._free_or_wait(best, model, now, budget, tokens)
-        best = min(self.keys, key=lambda key: _rank(key, model, now, avoid, budget, tokens))
+        best = min(self.keys, key=rank)
         if best.quarantined:
             raise KeyUnavailableError(self.describe(self.keys, now))
         return self._free_or_wait(best, model, now, budget, tokens)

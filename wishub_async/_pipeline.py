@@ -216,7 +216,7 @@ class _Reservation:
 
     def end(self, failure: BaseException | None) -> None:
         """Settle after a failure (or a cancellation) of the attempt."""
-        if not self.sent:
+        if not self.sent or isinstance(failure, ClientStateError):
             self.cancel()
         elif isinstance(failure, APIError) and failure.rule is not None:
             limited = failure.rule.key_effect is KeyEffect.COOL
@@ -234,6 +234,7 @@ class _Slot:
     holds_key: bool = False
     holds_global: bool = False
     counted: bool = False
+    reservation: _Reservation | None = None
 
     async def take(self) -> None:
         # The key's own token first: a call queued for a busy key must not sit on a
@@ -248,8 +249,20 @@ class _Slot:
         await _acquire(self.limiter, self)
         self.holds_global = True
 
+    def succeed(self, spent: int | None = None) -> None:
+        """The attempt succeeded (``spent``: its tokens, if known): free and settle."""
+        self.release()
+        if self.reservation is not None:
+            self.reservation.done(Answer.OK, spent if self.reservation.tokens else None)
+
+    def fail(self, failure: BaseException | None) -> None:
+        """The attempt failed, or was cancelled, or never sent: free and settle."""
+        self.release()
+        if self.reservation is not None:
+            self.reservation.end(failure)
+
     def release(self) -> None:
-        """Give everything back; safe to call twice."""
+        """Give the concurrency back; safe to call twice."""
         key = self.key
         if self.counted:
             self.counted = False
@@ -412,60 +425,42 @@ class Pipeline:
             key = await self._choose_key(tally)
             tally.label = key.label
             slot = _Slot(key, self.shared.limiter)
-            reservation: _Reservation | None = None
             started = _clock.now()
             try:
                 await slot.take()
-                if tally.budgeted:
-                    reservation = self._reserve(tally, key)
-                    if reservation is None:  # another call took the room meanwhile
-                        slot.release()
-                        continue
+                if tally.budgeted and not self._reserve(tally, slot):
+                    slot.release()  # another call took the room meanwhile
+                    continue
                 tally.attempts += 1
                 started = _clock.now()
-                response = await self._send_one_attempt(
-                    expect, wire, key, tally, slot=slot, reservation=reservation
-                )
-            except ClientStateError:
-                slot.release()
-                if reservation is not None:
-                    reservation.cancel()
+                response = await self._send_one_attempt(expect, wire, tally, slot)
+            except ClientStateError as exc:
+                slot.fail(exc)
                 raise
             except (APIError, APIConnectionError) as failure:
-                slot.release()
-                if reservation is not None:
-                    reservation.end(failure)
+                slot.fail(failure)
                 tally.error = failure
                 wait = self._after_failure(failure, key, _clock.now() - started, tally)
                 if wait:
                     await _clock.sleep(wait)
                 continue
             except BaseException as exc:
-                slot.release()
-                if reservation is not None:
-                    reservation.end(exc)
+                slot.fail(exc)
                 raise
             if not response.is_stream:
-                slot.release()
-                if reservation is not None:
-                    reservation.done(Answer.OK, self._spent(reservation, response.content))
+                slot.succeed(spent_tokens(response.content))
                 self._succeeded(key, _clock.now() - started)
             return response
 
-    def _reserve(self, tally: _Tally, key: AppKey) -> _Reservation | None:
-        budget = self._budget_of(tally, key)
+    def _reserve(self, tally: _Tally, slot: _Slot) -> bool:
+        """Take the call's share of its key's budget, if it fits now."""
+        budget = self._budget_of(tally, slot.key)
         now = _clock.now()
         if not budget.fits(now, tally.tokens):
-            return None
+            return False
         budget.take(now, tally.tokens)
-        return _Reservation(budget, tally.tokens, now)
-
-    @staticmethod
-    def _spent(reservation: _Reservation, content: bytes) -> int | None:
-        """The tokens a call spent, from its answer's ``usage``, when a limit counts them."""
-        if not reservation.tokens:
-            return None
-        return spent_tokens(content)
+        slot.reservation = _Reservation(budget, tally.tokens, now)
+        return True
 
     def _after_failure(
         self, failure: APIError | APIConnectionError, key: AppKey, latency: float, tally: _Tally
@@ -587,22 +582,15 @@ class Pipeline:
     # -- layer 3: one attempt ------------------------------------------------------------
 
     async def _send_one_attempt(
-        self,
-        expect: Expect,
-        wire: _WireParts,
-        key: AppKey,
-        tally: _Tally,
-        *,
-        slot: _Slot,
-        reservation: _Reservation | None,
+        self, expect: Expect, wire: _WireParts, tally: _Tally, slot: _Slot
     ) -> Response:
-        """One HTTP exchange on ``key``: the response built whole, or the error raised."""
-        request = tally.request
+        """One HTTP exchange on the slot's key: the response built whole, or the error."""
+        request, key = tally.request, slot.key
         lifecycle = self.shared.lifecycle
         if lifecycle.is_closed():  # aclose() ran while this call waited
             raise ClientClosedError("the client was closed before this call was sent")
-        if reservation is not None:
-            reservation.sent = True
+        if slot.reservation is not None:
+            slot.reservation.sent = True
         attempt = WireRequest(
             request.method,
             wire.url,
@@ -614,30 +602,20 @@ class Pipeline:
         )
         if request.stream and expect.first_chunk_timeout is not None:
             with anyio.move_on_after(expect.first_chunk_timeout):
-                return await self._exchange(
-                    attempt, expect, key, slot=slot, tally=tally, reservation=reservation
-                )
+                return await self._exchange(attempt, expect, slot, tally)
             raise APITimeoutError(
                 f"no stream chunk within {expect.first_chunk_timeout:g}s (idle_timeout)",
                 label=key.label,
             )
-        response = await self._exchange(
-            attempt, expect, key, slot=slot, tally=tally, reservation=reservation
-        )
+        response = await self._exchange(attempt, expect, slot, tally)
         if lifecycle.is_closed() and not response.is_stream:
             raise ClientClosedError("the client was closed while this call was in flight")
         return response
 
     async def _exchange(
-        self,
-        attempt: WireRequest,
-        expect: Expect,
-        key: AppKey,
-        *,
-        slot: _Slot,
-        tally: _Tally,
-        reservation: _Reservation | None,
+        self, attempt: WireRequest, expect: Expect, slot: _Slot, tally: _Tally
     ) -> Response:
+        key = slot.key
         reply = await self.shared.transport.send(attempt)
         status = reply.status_code
         headers = _scrubbed_headers(reply.headers, key)
@@ -664,16 +642,13 @@ class Pipeline:
                 with anyio.CancelScope(shield=True):
                     await body.aclose()
                 raise
-        body.settle_with(
-            functools.partial(self._stream_ended, slot, tally, reservation, _clock.now())
-        )
+        body.settle_with(functools.partial(self._stream_ended, slot, tally, _clock.now()))
         return response
 
     def _stream_ended(
         self,
         slot: _Slot,
         tally: _Tally,
-        reservation: _Reservation | None,
         accepted: float,
         error: BaseException | None,
         tokens: int | None,
@@ -683,12 +658,10 @@ class Pipeline:
         A stream that never reported its usage keeps its whole reservation.
         """
         key = slot.key
-        slot.release()
-        if reservation is not None:
-            if error is None:
-                reservation.done(Answer.OK, tokens if reservation.tokens else None)
-            else:
-                reservation.end(error)
+        if error is None:
+            slot.succeed(tokens)
+        else:
+            slot.fail(error)
         latency = _clock.now() - accepted
         if isinstance(error, APIError | APIConnectionError) and not isinstance(
             error, ClientStateError

@@ -52,8 +52,9 @@ class InvalidRequestError(WishubError, ValueError):
 
 
 class BudgetExceededError(WishubError, ValueError):
-    """A call that can never fit its rate budget (more tokens than a whole window
-    allows, say). Nothing was sent.
+    """A call that can never fit its rate budget; nothing was sent.
+
+    For example a call reserving more tokens than a whole window allows.
     """
 
 
@@ -180,7 +181,12 @@ class RateLimitError(APIError):
 
 
 class QuotaExceededError(APIError):
-    """The key's quota is used up (``insufficient_quota``)."""
+    """The key's quota is used up (``insufficient_quota``), or a model's free quota on it.
+
+    The platform sends a spent free quota as HTTP 429 with the message
+    ``免费额度已结束…`` ("the free quota has ended"); the key then rests from that model
+    only.
+    """
 
 
 class ServerError(APIError):

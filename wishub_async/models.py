@@ -6,6 +6,8 @@ parsing; ``null`` counts as absent for fields that have a default.
 
 from __future__ import annotations
 
+import base64
+import functools
 from collections.abc import Iterator
 from datetime import datetime
 
@@ -21,8 +23,12 @@ __all__ = [
     "Embedding",
     "EmbeddingList",
     "FunctionCall",
+    "Image",
+    "ImageList",
     "Model",
     "ModelList",
+    "RerankItem",
+    "RerankResult",
     "ToolCall",
     "ToolCallDelta",
     "Usage",
@@ -304,3 +310,102 @@ class EmbeddingList:
 
 def _index(item: Embedding) -> int:
     return item.index
+
+
+@attrs.frozen
+class RerankItem:
+    """One document's place in a rerank.
+
+    Attributes:
+        index: the document's position in the ``documents`` you sent.
+        relevance_score: how relevant it is to the query (higher is more relevant).
+        document: the document's text, when the server returned it (both the plain
+            string and the ``{"text": ...}`` form are read).
+    """
+
+    index: int
+    relevance_score: float
+    document: str | None = None
+
+
+@attrs.frozen
+class RerankResult:
+    """The answer of a rerank; iterating yields each ``RerankItem``, most relevant first.
+
+    Both response shapes are read: OpenAI/Jina's ``results`` and DashScope's
+    ``output.results`` (with ``request_id`` as ``id``).
+
+    Attributes:
+        results: the documents ranked, by ``relevance_score`` from high to low (ties
+            in input order); only the ``top_n`` best when ``top_n`` was sent.
+        model: the model that ranked (the one asked for, when the server does not say).
+        id: the answer's id (``request_id`` in DashScope's shape), "" when not sent.
+        usage: token counts, when sent (DashScope sends ``total_tokens`` only).
+    """
+
+    results: tuple[RerankItem, ...] = ()
+    model: str = ""
+    id: str = ""
+    usage: Usage | None = None
+
+    def __iter__(self) -> Iterator[RerankItem]:
+        return iter(self.results)
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    @property
+    def indices(self) -> list[int]:
+        """The documents' input positions, most relevant first."""
+        return [item.index for item in self.results]
+
+
+@attrs.frozen
+class Image:
+    """One generated image: its bytes (sent as ``b64_json``) or its URL.
+
+    Attributes:
+        b64_json: the image, base64-encoded (the platform's default format).
+        url: where to download the image (``response_format="url"``). Fetch it with
+            any HTTP client: the SDK sends your key to the API's host only.
+        revised_prompt: the prompt the model actually used, when it says so.
+    """
+
+    b64_json: str | None = attrs.field(default=None, repr=False)
+    url: str | None = None
+    revised_prompt: str | None = None
+
+    @functools.cached_property
+    def content(self) -> bytes | None:
+        """The image's bytes, decoded from ``b64_json`` once (None for a URL).
+
+        Line breaks, a ``data:...;base64,`` prefix and the URL-safe alphabet are
+        accepted; anything else that is not base64 raises ``binascii.Error`` (the
+        client checks this before it returns the images).
+        """
+        if self.b64_json is None:
+            return None
+        text = "".join(self.b64_json.split())
+        if text.startswith("data:"):
+            text = text.partition(",")[2]
+        altchars = b"-_" if "-" in text or "_" in text else None
+        return base64.b64decode(text, altchars=altchars, validate=True)
+
+
+@attrs.frozen
+class ImageList:
+    """The images of one ``POST /images/generations``; iterating yields each ``Image``.
+
+    Attributes:
+        data: the images, in the server's order.
+        created: when they were made, or None.
+    """
+
+    data: tuple[Image, ...] = ()
+    created: datetime | None = None
+
+    def __iter__(self) -> Iterator[Image]:
+        return iter(self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)

@@ -2,7 +2,7 @@
 
 Each subcommand module has ``SUMMARY``, ``add_arguments(parser)`` and
 ``async run(args, out, err) -> exit code``. The options every command shares (keys,
-base URL, ``--json``, ``--demo``) are added here, and so is what keeps a key off the
+base URL or ``--host``, ``--json``, ``--demo``) are added here, and so is what keeps a key off the
 screen: no long argument is ever echoed whole, in usage errors or on stderr.
 
 Exit codes: 0 all went well; 1 the API (or the network) failed for at least one call;
@@ -21,15 +21,21 @@ from typing import Any, NoReturn, TextIO, cast
 
 import anyio
 
+from .._hosts import HOSTS
 from .._keys import redact
 from ..exceptions import ConfigurationError
-from . import chat, models
+from . import chat, images, models, rerank
 from .common import DEMO_KEY, EXIT_INTERRUPTED, EXIT_PIPE_CLOSED, EXIT_USAGE
 from .models import PROGRESS_MIN_KEYS
 
 __all__ = ["DEMO_KEY", "PROGRESS_MIN_KEYS", "main", "redact_arguments"]
 
-COMMANDS: dict[str, ModuleType] = {"models": models, "chat": chat}
+COMMANDS: dict[str, ModuleType] = {
+    "models": models,
+    "chat": chat,
+    "rerank": rerank,
+    "images": images,
+}
 """Each subcommand's module, in the order ``--help`` lists them."""
 
 _EXAMPLES = """\
@@ -43,6 +49,10 @@ examples:
   wishub models --keys-file keys.txt --json   machine-readable, one entry per key
   wishub chat "Hello" --demo --stream         stream an answer from the built-in fake
   wishub chat "Hello" --model ID --stream     print the answer's tokens as they arrive
+  wishub chat "What is this?" --image cat.png --model ID      ask a vision model
+  wishub rerank "pandas" "bamboo" "pandas eat bamboo" --demo  rank documents
+  wishub images "a red panda" --demo          generate an image, saved as image.png
+  wishub models --host x6                     the live x6 host (x1 is the default)
 
 keys file: one key per line, or LABEL=KEY; blank lines and # comments are skipped.
 
@@ -96,6 +106,11 @@ def _common() -> _Parser:
         help="an AppKey (repeat for several); default: $WISHUB_APP_KEY",
     )
     common.add_argument("--base-url", help="API root; default: $WISHUB_BASE_URL or wishub-x1")
+    common.add_argument(
+        "--host",
+        choices=list(HOSTS),
+        help="a named host instead of --base-url: x1 (the default), x6, gateway, coding",
+    )
     common.add_argument("--json", action="store_true", help="print JSON for scripts")
     common.add_argument(
         "--demo", action="store_true", help="run against the built-in fake (no key, no network)"

@@ -6,7 +6,8 @@ import argparse
 import json
 from typing import Any, TextIO
 
-from ..exceptions import ConfigurationError, WishubError
+from .._vision import image_part, user_message
+from ..exceptions import ConfigurationError, InvalidRequestError, WishubError
 from ..models import ChatCompletion
 from .common import DEMO_MODEL, EXIT_API_ERROR, EXIT_OK, client_from, describe_error
 
@@ -23,6 +24,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stream", action="store_true", help="print tokens as they arrive")
     parser.add_argument("--max-tokens", type=int, help="the longest answer, in tokens")
     parser.add_argument("--temperature", type=float, help="sampling temperature")
+    parser.add_argument(
+        "--image",
+        action="append",
+        default=[],
+        metavar="FILE_OR_URL",
+        help="an image to send with the question (vision models); repeat for several",
+    )
 
 
 async def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -30,9 +38,7 @@ async def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     model = args.model or (DEMO_MODEL if args.demo else None)
     if not model:
         raise ConfigurationError("chat needs --model ID (see `wishub models`)")
-    messages = [{"role": "user", "content": args.prompt}]
-    if args.system:
-        messages.insert(0, {"role": "system", "content": args.system})
+    messages = _messages(args)
     params: dict[str, Any] = {"max_tokens": args.max_tokens, "temperature": args.temperature}
     try:
         async with client_from(args) as wh:
@@ -62,6 +68,18 @@ async def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             return EXIT_API_ERROR
         raise
     return EXIT_OK
+
+
+def _messages(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The system message (if any), then the question with its images (if any)."""
+    question: dict[str, Any] = {"role": "user", "content": args.prompt}
+    if args.image:
+        try:
+            question = dict(user_message(args.prompt, *map(image_part, args.image)))
+        except InvalidRequestError as exc:
+            raise ConfigurationError(str(exc)) from None
+    system = [{"role": "system", "content": args.system}] if args.system else []
+    return [*system, question]
 
 
 def _write(stream: TextIO, text: str) -> None:

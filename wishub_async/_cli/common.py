@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import TextIO
 
 from .._client import AsyncWishub
 from ..exceptions import ConfigurationError, WishubError
@@ -19,6 +20,7 @@ __all__ = [
     "EXIT_USAGE",
     "client_from",
     "describe_error",
+    "report_error",
 ]
 
 EXIT_OK, EXIT_API_ERROR, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_PIPE_CLOSED = 0, 1, 2, 130, 141
@@ -45,10 +47,21 @@ def client_from(args: argparse.Namespace) -> AsyncWishub:
                 " or try --demo"
             )
         keys = [env_key]
-    return AsyncWishub(app_keys=keys, base_url=args.base_url)
+    return AsyncWishub(app_keys=keys, base_url=args.base_url, host=args.host)
 
 
 def describe_error(error: Exception) -> str:
     """One readable line for an error: class, type, code, message, key label."""
     prefix = "" if isinstance(error, WishubError) else "unexpected "
     return f"{prefix}{type(error).__name__}: {error}"
+
+
+def report_error(error: WishubError, err: TextIO) -> int:
+    """Describe an API or network failure on ``err``: exit code 1.
+
+    A ``ConfigurationError`` is raised again: ``main`` reports it as a usage error.
+    """
+    if isinstance(error, ConfigurationError):
+        raise error
+    print(f"wishub: {describe_error(error)}", file=err)
+    return EXIT_API_ERROR

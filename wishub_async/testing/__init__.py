@@ -14,16 +14,21 @@ from contextlib import contextmanager
 
 from .. import _clock
 from ._chat import FakeChat, FakeEmbeddings, StreamFailure
-from ._fake import DEFAULT_MODELS, Failure, FakeRequest, FakeWishub, Reply
+from ._fake import DEFAULT_MODELS, FREE_QUOTA_ENDED, Failure, FakeRequest, FakeWishub, Reply
+from ._images import FakeImages
 from ._limits import FakeLimit, LimitStyle
+from ._rerank import FakeRerank
 
 __all__ = [
     "DEFAULT_MODELS",
+    "FREE_QUOTA_ENDED",
     "Failure",
     "FakeChat",
     "FakeEmbeddings",
+    "FakeImages",
     "FakeLimit",
     "FakeRequest",
+    "FakeRerank",
     "FakeWishub",
     "LimitStyle",
     "Reply",

@@ -22,12 +22,22 @@ import anyio
 import attrs
 import httpx
 
+from ._vision import content_problem, count_images
+
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from ._fake import FakeWishub, Reply
 
-__all__ = ["FakeChat", "FakeEmbeddings", "StreamFailure", "chat_route", "embeddings_route"]
+__all__ = [
+    "FakeChat",
+    "FakeEmbeddings",
+    "StreamFailure",
+    "chat_route",
+    "embeddings_route",
+    "error_reply",
+    "json_reply",
+]
 
 CREATED = 1_700_000_000
 """The ``created`` time of every fake completion (deterministic)."""
@@ -73,6 +83,9 @@ class FakeChat:
         chunk_delay: seconds between stream events (for demos; tests leave it 0).
         open_streams: streams whose body is being sent right now.
         streams: streams started in all.
+        images: image parts received in all (vision requests).
+        text_only: models that take only string content: a list of parts gets a 400
+            (to test ``flatten_text_parts``).
     """
 
     reply: str | None = None
@@ -84,6 +97,8 @@ class FakeChat:
     chunk_delay: float = 0.0
     open_streams: int = 0
     streams: int = 0
+    images: int = 0
+    text_only: set[str] = attrs.field(factory=set)
     _failures: deque[list[Any]] = attrs.field(factory=deque)
     _serial: int = 0
 
@@ -155,6 +170,10 @@ async def chat_route(fake: FakeWishub, key: str, payload: Any) -> Reply:
     if model not in fake.models_of(key):
         return _failure(type="model_not_found", message=f"model {model!r} not found")
     behaviour: FakeChat = fake.chat
+    problem = content_problem(payload["messages"], text_only=model in behaviour.text_only)
+    if problem is not None:
+        return _failure(type="invalid_request_error", message=problem)
+    behaviour.images += count_images(payload["messages"])
     answer = _tokens(behaviour.reply if behaviour.reply is not None else _echo(payload))
     thinking = _tokens(behaviour.reasoning or "")
     finish = "stop"
@@ -298,6 +317,16 @@ async def embeddings_route(fake: FakeWishub, key: str, payload: Any) -> Reply:
     return _reply(200, dict(_JSON_HEADERS), _dumps(body))
 
 
+def json_reply(body: Any) -> Reply:
+    """A 200 reply with ``body`` as JSON."""
+    return _reply(200, dict(_JSON_HEADERS), _dumps(body))
+
+
+def error_reply(**fields: Any) -> Reply:
+    """The reply of a ``Failure`` with these fields (``type``, ``message``...)."""
+    return _failure(**fields)
+
+
 def _failure(**fields: Any) -> Reply:
     from ._fake import Failure  # noqa: PLC0415 - _fake imports this module
 
@@ -313,14 +342,19 @@ def _reply(status: int, headers: dict[str, str], body: bytes | AsyncIterator[byt
 def _echo(payload: dict[str, Any]) -> str:
     for message in reversed(payload["messages"]):
         if isinstance(message, dict) and message.get("role") == "user":
-            return f"You said: {_text(message.get('content'))}"
+            content = message.get("content")
+            images = count_images([message])
+            seen = f" [{images} image{'s' * (images > 1)}]" if images else ""
+            return f"You said: {_text(content)}{seen}"
     return "Hello from the fake wishub."
 
 
 def _text(content: Any) -> str:
     if isinstance(content, list):
         return " ".join(
-            str(part.get("text", "")) for part in content if isinstance(part, dict)
+            str(part.get("text", ""))
+            for part in content
+            if isinstance(part, dict) and part.get("type") == "text"
         ).strip()
     return str(content or "")
 

@@ -16,9 +16,19 @@ import httpx
 
 from .. import AsyncWishub
 from ._chat import FakeChat, FakeEmbeddings, chat_route, embeddings_route
+from ._images import FakeImages, images_route
 from ._limits import FakeLimit, LimitStyle
+from ._rerank import DASHSCOPE_PATH, FakeRerank, dashscope_rerank_route, rerank_route
 
-__all__ = ["CUT_BODY", "DEFAULT_MODELS", "Failure", "FakeRequest", "FakeWishub", "Reply"]
+__all__ = [
+    "CUT_BODY",
+    "DEFAULT_MODELS",
+    "FREE_QUOTA_ENDED",
+    "Failure",
+    "FakeRequest",
+    "FakeWishub",
+    "Reply",
+]
 
 DEFAULT_MODELS: tuple[str, ...] = (
     "4bd107bff85941239e27b1509eccfe98",
@@ -30,6 +40,8 @@ DEFAULT_MODELS: tuple[str, ...] = (
 IN_PROCESS_URL = "https://wishub.fake/v1"
 CUT_BODY = b'{"object": "list", "data": [{"id": "4bd1'
 """What a ``drop_mid_body`` reply sends before the connection dies."""
+FREE_QUOTA_ENDED = "免费额度已结束，请开通付费"  # noqa: RUF001 - the platform's full-width comma
+"""The message of the platform's 429 when a model's free quota has run out."""
 
 Shape = Literal[
     "error",
@@ -174,6 +186,8 @@ class FakeWishub(httpx.AsyncBaseTransport):
 
     routes: ClassVar[dict[tuple[str, str], Route]] = {}
     """(method, path below /v1) -> handler; endpoints register themselves here."""
+    root_routes: ClassVar[dict[tuple[str, str], Route]] = {}
+    """(method, path from the host's root) -> handler, for DashScope-style routes."""
 
     def __init__(
         self,
@@ -208,6 +222,11 @@ class FakeWishub(httpx.AsyncBaseTransport):
         """How chat answers: reply text, reasoning mode, stream quirks and failures."""
         self.embeddings = FakeEmbeddings()
         """How embeddings answer: vector size, field name."""
+        self.rerank = FakeRerank()
+        """How the rerank routes answer: document form, ranking."""
+        self.images = FakeImages()
+        """How image generation answers: URLs, revised prompts, image size."""
+        self._quota_ended: dict[tuple[str | None, str], Failure] = {}
 
     def __repr__(self) -> str:
         return f"<FakeWishub {len(self.keys)} keys, {len(self.requests)} requests>"
@@ -252,6 +271,23 @@ class FakeWishub(httpx.AsyncBaseTransport):
         self.limits.append(added)
         return added
 
+    def end_free_quota(
+        self, key: str | None, model: str, *, shape: Literal["error", "flat"] = "error"
+    ) -> None:
+        """From now on, calls for ``model`` with ``key`` (any key if None) get the 429.
+
+        The answer is the platform's spent free quota: HTTP 429 with the message
+        ``FREE_QUOTA_ENDED`` in the nested (``"error"``) or ``"flat"`` envelope. Other
+        models still answer. ``restore_free_quota`` ends it.
+        """
+        self._quota_ended[key, model] = Failure(
+            type=None, status=429, shape=shape, message=FREE_QUOTA_ENDED
+        )
+
+    def restore_free_quota(self, key: str | None, model: str) -> None:
+        """Undo ``end_free_quota(key, model)``."""
+        self._quota_ended.pop((key, model), None)
+
     def count(self, key: str | None = None, *, path: str | None = None) -> int:
         """How many requests arrived (with ``key``, on ``path`` when given)."""
         return sum(
@@ -267,7 +303,7 @@ class FakeWishub(httpx.AsyncBaseTransport):
         URL to ``AsyncWishub(base_url=...)``; a ``base_url`` here is refused, since
         it would silently be ignored.
         """
-        if "base_url" in options or "http_client" in options:
+        if {"base_url", "host", "http_client"} & options.keys():
             raise TypeError(
                 "fake.client() is in-process; for real HTTP use"
                 " `async with fake.serve() as url: AsyncWishub(base_url=url, ...)`"
@@ -317,14 +353,30 @@ class FakeWishub(httpx.AsyncBaseTransport):
             return scripted.reply()
         if key is None or not (self.accept_any_key or key in self.keys):
             return Failure(type="INCORRECT_API_KEY_PROVIDED", shape="flat").reply()
-        route = self.routes.get((method, path.removeprefix("/v1")))
+        route = self.root_routes.get((method, path)) or self.routes.get(
+            (method, path.removeprefix("/v1"))
+        )
         if route is None:
             return Failure(
                 type="invalid_request_error", status=404, message=f"no route {method} {path}"
             ).reply()
         model = payload.get("model") if isinstance(payload, dict) else None
-        if not isinstance(model, str) or not self.limits:
+        if not isinstance(model, str):
             return await route(self, key, payload)
+        refusal = self._refusal(key, model)
+        if refusal is not None:
+            return refusal
+        reply = await route(self, key, payload)
+        spent = _total_tokens(reply.body) if self.limits else 0
+        for limit in self.limits if spent else ():
+            limit.spend(key, model, spent, time.monotonic())
+        return reply
+
+    def _refusal(self, key: str, model: str) -> Reply | None:
+        """The 429 a call for ``model`` gets: its free quota ended, or a rate limit."""
+        spent = self._quota_ended.get((key, model)) or self._quota_ended.get((None, model))
+        if spent is not None:
+            return spent.reply()
         now = time.monotonic()
         for limit in self.limits:
             wait = limit.admit(key, model, now)
@@ -332,12 +384,7 @@ class FakeWishub(httpx.AsyncBaseTransport):
                 return Failure(
                     type="rate_limit_exceeded", status=429, retry_after=f"{max(wait, 0):.3f}"
                 ).reply()
-        reply = await route(self, key, payload)
-        spent = _total_tokens(reply.body)
-        if spent:
-            for limit in self.limits:
-                limit.spend(key, model, spent, time.monotonic())
-        return reply
+        return None
 
     def _next_failure(self, key: str | None) -> Failure | None:
         for owner in (key, None):
@@ -406,6 +453,10 @@ async def _slow(body: bytes, pause: float) -> AsyncIterator[bytes]:
 FakeWishub.routes[("GET", "/models")] = _list_models
 FakeWishub.routes[("POST", "/chat/completions")] = chat_route
 FakeWishub.routes[("POST", "/embeddings")] = embeddings_route
+FakeWishub.routes[("POST", "/rerank")] = rerank_route
+FakeWishub.routes[("POST", "/reranks")] = rerank_route
+FakeWishub.routes[("POST", "/images/generations")] = images_route
+FakeWishub.root_routes[("POST", DASHSCOPE_PATH)] = dashscope_rerank_route
 
 
 class _ChunkStream(httpx.AsyncByteStream):

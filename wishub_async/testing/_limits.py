@@ -1,7 +1,7 @@
 """Rate limits the fake enforces per key and model, in three window styles.
 
 ``FakeWishub.limit(requests=, tokens=, per=, style=)`` makes the fake answer 429
-``rate_limit_exceeded`` (with a Retry-After) once a key × model has used its budget,
+``rate_limit_exceeded`` (with a Retry-After) once a key and model has used its budget,
 the way a real platform would, so code can be tested against limits: the SDK's own
 budgets, or a user's. Each limit keeps score: ``rejected`` counts its 429s,
 ``accepted`` the calls it let through. Tokens are counted from the ``usage`` of whole
@@ -26,7 +26,7 @@ refilled over ``per`` seconds."""
 
 @attrs.define
 class _Counter:
-    """One key × model's use under one limit."""
+    """One key and model's use under one limit."""
 
     arrivals: deque[float] = attrs.Factory(deque)
     spent: deque[tuple[float, int]] = attrs.Factory(deque)
