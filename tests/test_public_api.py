@@ -22,7 +22,7 @@ EXPECTED = {
     "ImagePart", "ImageURL", "TextPart", "UserMessage", "image_data_url", "image_part",
     "text_part", "user_message",
     # rate budgets
-    "RateLimit", "BudgetStatus", "BudgetWaited",
+    "RateLimit", "BudgetStatus", "BudgetWaited", "published_limits",
 }  # fmt: skip
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._budget import BudgetStatus, RateLimit
+from ._budget import BudgetStatus, RateLimit, published_limits
 from ._chat import ChatParams, ChatStream
 from ._client import AsyncWishub
 from ._errors import DEFAULT_ERROR_TABLE, ErrorRule, ErrorTable, KeyEffect

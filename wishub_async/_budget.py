@@ -11,9 +11,10 @@ Each key and model that a call names holds one of two states:
   a token bucket (of ``requests`` capacity refilled over ``per``), and costs only the
   calls' latency against the full rate.
 - ``AdaptiveRate``, for a model with no configured limit: a token bucket whose rate
-  adapts, as TCP does: a slow start (the rate doubles each second of successes), then
-  additive increase, and a cut to 70 % on a rate-limit answer (once per round: the
-  answers of calls sent before a cut do not cut again).
+  adapts, as TCP does: a slow start (the rate doubles each second of successes), a
+  cut to 70 % on a rate-limit answer (once per round: answers to calls sent before a
+  cut do not cut again), a quick recovery to 95 % of the rate that met the limit,
+  then a slow probe above it.
 
 Everything here takes the time as an argument (``now``), so it is tested with a
 clock of the tests' own.
@@ -35,6 +36,7 @@ from .exceptions import ConfigurationError
 __all__ = [
     "DEFAULT_COMPLETION_TOKENS",
     "NO_LIMITS",
+    "PUBLISHED_ON",
     "AdaptiveRate",
     "Answer",
     "Budget",
@@ -43,6 +45,7 @@ __all__ = [
     "RateLimit",
     "Window",
     "estimate_tokens",
+    "published_limits",
 ]
 
 DEFAULT_COMPLETION_TOKENS = 1024
@@ -50,14 +53,19 @@ DEFAULT_COMPLETION_TOKENS = 1024
 
 _FIRST_RATE = 10.0
 """Calls a second an adaptive key and model starts at (its first second's burst too)."""
+_BURST_SECONDS = 0.2
+"""After its first burst, an adaptive rate saves up at most 0.2 s worth of calls (and
+one more): it paces them evenly, which no window style tells from the limit itself."""
 _LEAST_RATE = 1.0 / 60.0
 """The slowest an adaptive rate goes: one call a minute."""
 _DECREASE = 0.7
 """Multiplicative decrease: a rate-limit answer cuts the rate to 70 % (as CUBIC does)."""
-_INCREASE = 0.5
-"""Additive increase: at least half a call a second more, each second of successes..."""
-_INCREASE_SHARE = 0.05
-"""... or 5 % of the rate, whichever is more (so large rates recover as fast)."""
+_RECOVER = 0.95
+"""After a cut, the rate comes back quickly to 95 % of the rate that met the limit..."""
+_PROBE = 0.01
+"""... then probes above it by 1 % a second..."""
+_LEAST_PROBE = 0.1
+"""... and at least a tenth of a call a second."""
 
 
 def _count(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -266,10 +274,11 @@ class AdaptiveRate:
 
     adaptive: ClassVar[bool] = True
     rate: float = _FIRST_RATE
-    threshold: float = math.inf  # past it, additive increase instead of slow start
+    peak: float = math.inf  # the rate at the last rate-limit answer (inf: none yet)
     level: float = _FIRST_RATE  # tokens in the bucket (one a call)
     stamp: float = -math.inf  # when ``level`` was last brought up to date
-    cut: float = -math.inf  # when the rate was last halved
+    cut: float = -math.inf  # when the rate was last cut
+    cuttable: bool = True  # a success came since the last cut
     flying: int = 0
     waiting: int = 0
 
@@ -277,7 +286,8 @@ class AdaptiveRate:
         if self.stamp == -math.inf:
             self.stamp = now
             return
-        self.level = min(self.level + (now - self.stamp) * self.rate, max(self.rate, 1.0))
+        ceiling = max(self.level, self.rate * _BURST_SECONDS + 1.0)
+        self.level = min(self.level + (now - self.stamp) * self.rate, ceiling)
         self.stamp = now
 
     def free_at(self, now: float, tokens: int = 0) -> float:
@@ -305,22 +315,33 @@ class AdaptiveRate:
     ) -> None:
         """A call's answer returned: a success raises the rate, a rate limit cuts it.
 
-        A rate-limit answer to a call sent before the last cut does not cut again:
-        it was sent at the old rate, which was cut already.
+        Before the first rate limit, each success adds a call a second (the rate
+        doubles each second: a slow start). A rate-limit answer remembers the rate
+        as the peak and cuts it to 70 %; from there successes bring it back quickly
+        to 95 % of the peak (half the gap each second), then probe above it slowly
+        (1 % a second). A rate-limit answer cuts again only after a success, and
+        never for a call sent before the last cut: that call went out at a rate
+        already cut, and a window that is still full says nothing new.
         """
         del reserved, spent
         self.flying -= 1
         if answer is Answer.OK:
-            if self.rate < self.threshold:
-                self.rate += 1.0  # slow start: each success adds one a second (doubling)
-            else:
-                self.rate += max(_INCREASE, _INCREASE_SHARE * self.rate) / self.rate
-        elif answer is Answer.RATE_LIMITED and reserved_at >= self.cut:
-            self.cut = now
+            self.cuttable = True
+            self.rate += self._increase() / self.rate
+        elif answer is Answer.RATE_LIMITED and self.cuttable and reserved_at >= self.cut:
+            self.cut, self.cuttable, self.peak = now, False, self.rate
             self.rate = max(self.rate * _DECREASE, _LEAST_RATE)
-            self.threshold = self.rate
             self._refill(now)
             self.level = min(self.level, 0.0)
+
+    def _increase(self) -> float:
+        """How much the rate rises in a second of successes."""
+        if self.peak == math.inf:
+            return self.rate  # slow start
+        target = _RECOVER * self.peak
+        if self.rate < target:
+            return (target - self.rate) / 2
+        return max(_PROBE * self.rate, _LEAST_PROBE)
 
     def cancel(self, reserved: int) -> None:
         """A call never sent: its token goes back."""
@@ -377,3 +398,35 @@ def _characters(value: Any) -> int:
     if isinstance(value, list | tuple):
         return sum(_characters(item) for item in value)
     return 0
+
+
+PUBLISHED_ON = "2026-05-29"
+"""The date of the console snapshot ``published_limits()`` reproduces."""
+
+_PUBLISHED: dict[str, tuple[int, int]] = {
+    "DeepSeek-V4-Pro": (50, 125_000),
+    "DeepSeek-V4-Flash": (250, 600_000),
+    "GLM-5.1": (1_000, 500_000),
+    "Minimax-M2.5": (30, 50_000),
+    "Kimi-K2.5": (30, 50_000),
+    "GLM4.6V": (20, 10_000),
+    "DeepSeek-V3.1": (30_000, 5_000_000),
+    "DeepSeek-R1": (15_000, 1_200_000),
+    "BGE-m3": (1_800, 500_000),
+    "BGE-Reranker-V2-m3": (1_800, 500_000),
+}
+
+
+def published_limits() -> dict[str, RateLimit]:
+    """The limits the platform published per model and AppKey (console, 2026-05-29).
+
+    Opt-in and never applied silently: pass them (or your own changes of them) as
+    ``limits=``. Models are the x6 host's names; a model not listed adapts.
+
+        limits = {**published_limits(), "GLM-5.1": RateLimit(requests=500)}
+        AsyncWishub(app_keys=keys, limits=limits)
+    """
+    return {
+        model: RateLimit(requests=requests, tokens=tokens, per=60.0)
+        for model, (requests, tokens) in _PUBLISHED.items()
+    }

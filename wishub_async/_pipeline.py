@@ -536,12 +536,15 @@ class Pipeline:
                 raise
             if isinstance(choice, AppKey):
                 return choice
-            if choice.budget is not None:
-                # Woken, it tries that key's budget at once: counting the calls still
-                # asleep as ahead of it would keep every sleeper waiting forever.
-                await self._wait_for_budget(choice, choice.budget, tally)
+            if choice.budget is None:
+                await self._wait_for(choice, model, tally.deadline)
+                continue
+            # Woken, it tries that key's budget at once (unless the key has come to rest
+            # meanwhile): counting the calls still asleep as ahead of it would keep
+            # every sleeper waiting forever.
+            await self._wait_for_budget(choice, choice.budget, tally)
+            if choice.key.free_at(model) <= _clock.now():
                 return choice.key
-            await self._wait_for(choice, model, tally.deadline)
 
     async def _wait_for_budget(self, wait: Wait, budget: Budget, tally: _Tally) -> None:
         """Wait in our queue until ``wait.key``'s budget for the model frees.
