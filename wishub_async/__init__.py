@@ -104,6 +104,7 @@ __all__ = [
     "WishubError",
     "image_data_url",
     "image_part",
+    "published_limits",
     "text_part",
     "user_message",
 ]
