@@ -21,8 +21,15 @@ ROOT = Path(__file__).parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
 DOCS_KEY = "d0c5d0c5d0c5d0c5d0c5d0c5d0c5d0c5"
-SURFACE_MODELS = ("BGE-Reranker-V2-m3", "qwen3-rerank", "gte-rerank-v2", "Qwen-Image", "GLM4.6V")
-"""Models the rerank, images and vision pages call by name, as on the x6 host."""
+SURFACE_MODELS = (
+    "BGE-Reranker-V2-m3",
+    "qwen3-rerank",
+    "gte-rerank-v2",
+    "Qwen-Image",
+    "GLM4.6V",
+    "BGE-m3",
+)
+"""Models the rerank, images, vision and limits pages call by name, as on the x6 host."""
 
 
 def blocks(page: Path) -> list[str]:
