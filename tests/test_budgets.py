@@ -149,9 +149,7 @@ def test_free_at_puts_a_newcomer_behind_the_calls_already_waiting() -> None:
 @settings(max_examples=200, deadline=None)
 @given(
     st.integers(1, 6),
-    st.lists(
-        st.tuples(st.floats(0, 3), st.floats(0, 2), st.floats(0, 2)), min_size=1, max_size=60
-    ),
+    st.lists(st.tuples(st.floats(0, 3), st.floats(0, 2), st.floats(0, 2)), min_size=1, max_size=60),
 )
 def test_no_window_of_per_seconds_ever_holds_too_many_arrivals(
     requests: int, calls: list[tuple[float, float, float]]
