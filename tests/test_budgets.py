@@ -158,7 +158,9 @@ def test_no_window_of_per_seconds_ever_holds_too_many_arrivals(
     than ``requests`` arrive at the server within any ``per`` seconds."""
     per = 1.0
     window = Window(RateLimit(requests=requests, per=per))
-    now, arrivals, flying = 0.0, [], []
+    now = 0.0
+    arrivals: list[float] = []
+    flying: list[float] = []
     for gap, delay, latency in calls:
         now += gap
         for answered in sorted(a for a in flying if a <= now):

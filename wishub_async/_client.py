@@ -40,6 +40,7 @@ from ._pipeline import (
 from ._rerank import DEFAULT_RERANK_ROUTES, Rerank, RerankRoutes
 from ._resources import Embeddings, Models
 from ._retry import RetryPolicy
+from ._state import LocalState, State
 from ._timeout import Timeout
 from ._version import __version__
 from ._wire import Transport
@@ -203,6 +204,10 @@ class AsyncWishub:
         token_counter: the tokens to reserve for a call (prompt and answer), for
             limits that count tokens; default: a token a character, plus
             ``max_tokens`` (see the "Rate limits" guide).
+        state: where rate budgets and key health live: this process (the default),
+            or shared by every process that uses the same store, such as
+            ``wishub_async.redis.RedisState``. ``aclose()`` closes its connections
+            (it reopens them if another client still uses it).
         rerank_routes: the ``RerankRoutes`` deciding each rerank model's path and
             body shape (default ``DEFAULT_RERANK_ROUTES``).
         flatten_text_parts: send a message ``content`` made only of text parts as
@@ -242,6 +247,7 @@ class AsyncWishub:
         host: HostName | None = None,
         rerank_routes: RerankRoutes | None = None,
         flatten_text_parts: bool = False,
+        state: State | None = None,
     ) -> None:
         # Everything is checked before anything is opened: a constructor that fails
         # leaves nothing behind to warn about.
@@ -269,6 +275,7 @@ class AsyncWishub:
             per_key_concurrency=per_key_concurrency,
             policy=key_policy,
         )
+        state = _check_state(LocalState() if state is None else state)
         transport = _make_transport(backend, http_client, max_concurrency)
         shared = Shared(
             transport=transport,
@@ -277,6 +284,7 @@ class AsyncWishub:
             lifecycle=Lifecycle(),
             max_concurrency=max_concurrency,
             owned=http_client is None,
+            state=state,
         )
         self._bind(shared, options, None)
 
@@ -359,6 +367,7 @@ class AsyncWishub:
         lifecycle.state = LifeState.CLOSED
         with anyio.CancelScope(shield=True):
             await self._shared.transport.aclose()
+            await self._shared.state.aclose()
 
     @property
     def is_closed(self) -> bool:
@@ -582,6 +591,18 @@ async def _list_models(client: AsyncWishub) -> ModelList:
 
 def _call_middleware(middleware: Middleware, call_next: Handler, request: Request) -> Any:
     return middleware(request, call_next)
+
+
+_STATE_METHODS = ("reserve", "settle", "report", "refresh", "aclose")
+
+
+def _check_state(state: object) -> State:
+    if not all(callable(getattr(state, name, None)) for name in _STATE_METHODS):
+        raise ConfigurationError(
+            "state= takes a wishub_async.redis.RedisState (or another State),"
+            f" not {type(state).__name__}"
+        )
+    return state  # type: ignore[return-value]  # it has every method of the protocol
 
 
 def _check_count(name: str, value: object) -> None:

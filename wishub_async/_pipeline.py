@@ -43,6 +43,7 @@ from ._events import BudgetWaited, Hooks, KeyStateChanged, RequestEnded, RetrySc
 from ._http import Request, Response
 from ._keys import AppKey, KeyRing, StateChange
 from ._retry import RetryPolicy
+from ._state import LocalState, State, Ticket
 from ._timeout import Timeout
 from ._wire import Transport, WireRequest, WireStream
 from .exceptions import (
@@ -114,6 +115,7 @@ class Shared:
     lifecycle: Lifecycle
     max_concurrency: int
     owned: bool
+    state: State = attrs.field(factory=LocalState)
     abandoned: list[_StreamBody] = attrs.field(factory=list)
     """Stream bodies left without ``aclose`` (a ``break``): the next call closes them."""
 
@@ -193,39 +195,6 @@ class _Tally:
 
 
 @attrs.define(eq=False)
-class _Reservation:
-    """One attempt's share of a key's budget for its model, settled exactly once."""
-
-    budget: Budget
-    tokens: int
-    at: float
-    sent: bool = False
-    settled: bool = False
-
-    def done(self, answer: Answer, spent: int | None = None) -> None:
-        """The attempt was (or may have been) sent: count it, with what it spent."""
-        if not self.settled:
-            self.settled = True
-            self.budget.finish(_clock.now(), self.tokens, spent, answer, self.at)
-
-    def cancel(self) -> None:
-        """The attempt was never sent: nothing counts."""
-        if not self.settled:
-            self.settled = True
-            self.budget.cancel(self.tokens)
-
-    def end(self, failure: BaseException | None) -> None:
-        """Settle after a failure (or a cancellation) of the attempt."""
-        if not self.sent or isinstance(failure, ClientStateError):
-            self.cancel()
-        elif isinstance(failure, APIError) and failure.rule is not None:
-            limited = failure.rule.key_effect is KeyEffect.COOL
-            self.done(Answer.RATE_LIMITED if limited else Answer.OTHER)
-        else:
-            self.done(Answer.OTHER)
-
-
-@attrs.define(eq=False)
 class _Slot:
     """The concurrency one attempt holds: its key's token, then a global one."""
 
@@ -234,7 +203,8 @@ class _Slot:
     holds_key: bool = False
     holds_global: bool = False
     counted: bool = False
-    reservation: _Reservation | None = None
+    ticket: Ticket | None = None
+    state: State | None = None
 
     async def take(self) -> None:
         # The key's own token first: a call queued for a busy key must not sit on a
@@ -252,14 +222,33 @@ class _Slot:
     def succeed(self, spent: int | None = None) -> None:
         """The attempt succeeded (``spent``: its tokens, if known): free and settle."""
         self.release()
-        if self.reservation is not None:
-            self.reservation.done(Answer.OK, spent if self.reservation.tokens else None)
+        ticket = self.ticket
+        if ticket is not None:
+            self._settle(Answer.OK, spent if ticket.tokens else None)
 
     def fail(self, failure: BaseException | None) -> None:
-        """The attempt failed, or was cancelled, or never sent: free and settle."""
+        """The attempt failed, or was cancelled, or never sent: free and settle.
+
+        An attempt that never left counts nothing; a rate-limit answer tells an
+        adaptive rate to slow down; any other end counts as a call the server saw.
+        """
         self.release()
-        if self.reservation is not None:
-            self.reservation.end(failure)
+        ticket = self.ticket
+        if ticket is None:
+            return
+        if not ticket.sent or isinstance(failure, ClientStateError):
+            self._settle(None, None)
+        elif isinstance(failure, APIError) and failure.rule is not None:
+            limited = failure.rule.key_effect is KeyEffect.COOL
+            self._settle(Answer.RATE_LIMITED if limited else Answer.OTHER, None)
+        else:
+            self._settle(Answer.OTHER, None)
+
+    def _settle(self, answer: Answer | None, spent: int | None) -> None:
+        ticket, state = self.ticket, self.state
+        if ticket is not None and state is not None and not ticket.settled:
+            ticket.settled = True
+            state.settle(ticket, answer, spent)
 
     def release(self) -> None:
         """Give the concurrency back; safe to call twice."""
@@ -428,8 +417,10 @@ class Pipeline:
             started = _clock.now()
             try:
                 await slot.take()
-                if tally.budgeted and not self._reserve(tally, slot):
-                    slot.release()  # another call took the room meanwhile
+                wait = await self._reserve(tally, slot) if tally.budgeted else 0.0
+                if wait:  # no room after all (another call, or another process, took it)
+                    slot.release()
+                    await anyio.sleep(wait)
                     continue
                 tally.attempts += 1
                 started = _clock.now()
@@ -452,15 +443,18 @@ class Pipeline:
                 self._succeeded(key, _clock.now() - started)
             return response
 
-    def _reserve(self, tally: _Tally, slot: _Slot) -> bool:
-        """Take the call's share of its key's budget, if it fits now."""
-        budget = self._budget_of(tally, slot.key)
-        now = _clock.now()
-        if not budget.fits(now, tally.tokens):
-            return False
-        budget.take(now, tally.tokens)
-        slot.reservation = _Reservation(budget, tally.tokens, now)
-        return True
+    async def _reserve(self, tally: _Tally, slot: _Slot) -> float:
+        """Take the call's share of its key's budget: 0, or the seconds until it fits."""
+        model = tally.request.model
+        assert model is not None  # noqa: S101 - only budgeted calls name a model
+        state = self.shared.state
+        ticket = await state.reserve(
+            slot.key, model, self._budget_of(tally, slot.key), tally.tokens
+        )
+        if isinstance(ticket, float):
+            return max(ticket, _MIN_RESERVE_WAIT)
+        slot.ticket, slot.state = ticket, state
+        return 0.0
 
     def _after_failure(
         self, failure: APIError | APIConnectionError, key: AppKey, latency: float, tally: _Tally
@@ -520,6 +514,7 @@ class Pipeline:
         """
         ring, model = self.shared.ring, tally.request.model
         budget = functools.partial(self._budget_of, tally) if tally.budgeted else None
+        await self.shared.state.refresh(ring)
         while True:
             try:
                 choice = ring.choose(
@@ -592,8 +587,8 @@ class Pipeline:
         lifecycle = self.shared.lifecycle
         if lifecycle.is_closed():  # aclose() ran while this call waited
             raise ClientClosedError("the client was closed before this call was sent")
-        if slot.reservation is not None:
-            slot.reservation.sent = True
+        if slot.ticket is not None:
+            slot.ticket.sent = True
         attempt = WireRequest(
             request.method,
             wire.url,
@@ -705,7 +700,10 @@ class Pipeline:
         return self.settings.error_table.rule_for(failure.type, failure.status_code)
 
     def _succeeded(self, key: AppKey, latency: float) -> None:
-        self._report(self.shared.ring.succeeded(key, latency, probe=self.probe), None)
+        change = self.shared.ring.succeeded(key, latency, probe=self.probe)
+        if change is not None:
+            self.shared.state.report(key, None)
+        self._report(change, None)
 
     def _failed(
         self,
@@ -728,6 +726,8 @@ class Pipeline:
             transient=rule is None or rule.retry,
             cool_for=wait,
         )
+        if change is not None or effect is not KeyEffect.NONE:
+            self.shared.state.report(key, model)
         self._report(change, error_name(failure))
 
     def _report(self, change: StateChange | None, reason: str | None) -> None:
@@ -927,6 +927,8 @@ def _retryable(
 
 
 _TOTAL_TOKENS = b'"total_tokens"'
+_MIN_RESERVE_WAIT = 0.001
+"""The least a call waits when the budget it was chosen for is gone after all."""
 _ADAPTIVE_NAP = 0.1
 """The longest one sleep for an adaptive budget lasts before the call looks again."""
 
