@@ -19,6 +19,16 @@ import attrs
 from . import _fanout
 from ._budget import Limits, RateLimit
 from ._chat import Chat
+from ._context import (
+    JSON,
+    CallRecord,
+    Expect,
+    Lifecycle,
+    LifeState,
+    Send,
+    Settings,
+    Shared,
+)
 from ._errors import DEFAULT_ERROR_TABLE, ErrorTable
 from ._events import Hooks
 from ._hosts import HOSTS, HostName, choose_base_url
@@ -26,17 +36,7 @@ from ._http import Handler, Middleware, Request, Response
 from ._httpx import HttpxTransport, new_httpx_client
 from ._images import Images
 from ._keys import AppKey, KeyPolicy, KeyRing, KeyStatus, load_keys
-from ._pipeline import (
-    JSON,
-    CallRecord,
-    Expect,
-    Lifecycle,
-    LifeState,
-    Pipeline,
-    Send,
-    Settings,
-    Shared,
-)
+from ._pipeline import Pipeline
 from ._rerank import DEFAULT_RERANK_ROUTES, Rerank, RerankRoutes
 from ._resources import Embeddings, Models
 from ._retry import RetryPolicy

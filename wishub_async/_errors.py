@@ -39,6 +39,7 @@ __all__ = [
     "KeyEffect",
     "api_error",
     "error_name",
+    "is_error_body",
     "parse_retry_after",
 ]
 
@@ -339,3 +340,15 @@ def error_name(error: Exception) -> str:
     if isinstance(error, APIError) and error.type:
         return error.type
     return type(error).__name__
+
+
+_RESULT_FIELDS = ("choices", "data", "results", "output")
+
+
+def is_error_body(data: Any) -> bool:
+    """Whether decoded JSON is an error envelope rather than a result."""
+    return (
+        isinstance(data, dict)
+        and bool(data.get("error"))
+        and not any(data.get(field) for field in _RESULT_FIELDS)
+    )
