@@ -120,7 +120,32 @@ def _common() -> _Parser:
         metavar="PATH",
         help="read AppKeys from a file: KEY or LABEL=KEY per line, # comments; - for stdin",
     )
+    limits = common.add_argument_group("rate budgets (per key and model)")
+    limits.add_argument(
+        "--rpm", type=_whole, metavar="N", help="at most N requests a minute (default: adapt)"
+    )
+    limits.add_argument(
+        "--tpm", type=_whole, metavar="N", help="at most N tokens (prompt + answer) a minute"
+    )
+    limits.add_argument(
+        "--budgets", action="store_true", help="at the end, a table of every key's budgets"
+    )
+    limits.add_argument(
+        "--published-limits",
+        action="store_true",
+        help="the platform's published limits for the models it lists (--rpm/--tpm: the rest)",
+    )
     return common
+
+
+def _whole(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError("a whole number of at least 1")
+    return number
 
 
 def _parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
