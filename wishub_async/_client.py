@@ -40,7 +40,7 @@ from ._retry import RetryPolicy
 from ._timeout import Timeout
 from ._version import __version__
 from ._wire import Transport
-from .exceptions import ClientStateError, ConfigurationError
+from .exceptions import ClientStateError, ConfigurationError, InvalidRequestError
 
 if TYPE_CHECKING:
     import httpx
@@ -271,6 +271,34 @@ class AsyncWishub:
     def embeddings(self) -> Embeddings:
         """``wh.embeddings``: vectors for texts or token lists."""
         return Embeddings(self._send)
+
+    async def request(
+        self, method: str, path: str, *, json: Any = None, model: str | None = None
+    ) -> Response:
+        """Send one call as it is, for a route the SDK has no method for; its ``Response``.
+
+        The call goes through the middleware, the key choice and the retries like any
+        other, and the answer is settled (2xx, body read, an echoed key redacted);
+        errors raise as usual. Parse ``response.content`` yourself.
+
+            response = await wh.request("POST", "/embeddings", json=body)
+
+        Args:
+            method: the HTTP method, such as ``"POST"``.
+            path: the path below the base URL, such as ``"/chat/completions"``.
+            json: the JSON body, or None.
+            model: the model the call names; by default the body's ``"model"``.
+                Per-model key health (and rate budgets) follow it.
+
+        Raises:
+            InvalidRequestError: ``path`` does not start with ``/``, or the body is
+                not JSON; nothing was sent.
+        """
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise InvalidRequestError(f"path must start with '/', got {path!r}")
+        if model is None and isinstance(json, Mapping) and isinstance(json.get("model"), str):
+            model = json["model"]
+        return await self._send(Request(method, path, json=json, model=model))
 
     # -- lifecycle -------------------------------------------------------------------
 

@@ -23,13 +23,13 @@ import anyio
 
 from .._keys import redact
 from ..exceptions import ConfigurationError
-from . import chat, models
+from . import batch, chat, models
 from .common import DEMO_KEY, EXIT_INTERRUPTED, EXIT_PIPE_CLOSED, EXIT_USAGE
 from .models import PROGRESS_MIN_KEYS
 
 __all__ = ["DEMO_KEY", "PROGRESS_MIN_KEYS", "main", "redact_arguments"]
 
-COMMANDS: dict[str, ModuleType] = {"models": models, "chat": chat}
+COMMANDS: dict[str, ModuleType] = {"models": models, "chat": chat, "batch": batch}
 """Each subcommand's module, in the order ``--help`` lists them."""
 
 _EXAMPLES = """\
@@ -43,6 +43,7 @@ examples:
   wishub models --keys-file keys.txt --json   machine-readable, one entry per key
   wishub chat "Hello" --demo --stream         stream an answer from the built-in fake
   wishub chat "Hello" --model ID --stream     print the answer's tokens as they arrive
+  wishub batch in.jsonl -o out.jsonl          a file of requests over every key, resumable
 
 keys file: one key per line, or LABEL=KEY; blank lines and # comments are skipped.
 

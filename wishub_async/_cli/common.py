@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import Any
 
 from .._client import AsyncWishub
 from ..exceptions import ConfigurationError, WishubError
@@ -26,8 +27,12 @@ DEMO_KEY = "0123456789abcdef0123456789abcdef"  # the built-in fake's key; not a 
 DEMO_MODEL = "4bd107bff85941239e27b1509eccfe98"  # the first of the fake's models
 
 
-def client_from(args: argparse.Namespace) -> AsyncWishub:
-    """The client the common options ask for (``--demo``: the built-in fake)."""
+def client_from(args: argparse.Namespace, **options: Any) -> AsyncWishub:
+    """The client the common options ask for (``--demo``: the built-in fake).
+
+    ``options`` go to ``AsyncWishub`` as they are (a command's own, such as
+    ``max_concurrency``).
+    """
     entries: list[tuple[str | None, str]] = [(None, key) for key in args.app_key]
     if args.keys_file:
         entries += read_keys_file(args.keys_file)
@@ -36,7 +41,7 @@ def client_from(args: argparse.Namespace) -> AsyncWishub:
         from ..testing import FakeWishub  # noqa: PLC0415 - only the demo needs the fake
 
         # The fake knows DEMO_KEY only: any other --app-key shows the wrong-key answer.
-        return FakeWishub([DEMO_KEY]).client(app_keys=keys or [DEMO_KEY])
+        return FakeWishub([DEMO_KEY]).client(app_keys=keys or [DEMO_KEY], **options)
     if not keys:
         env_key = os.environ.get("WISHUB_APP_KEY")
         if not env_key:
@@ -45,7 +50,7 @@ def client_from(args: argparse.Namespace) -> AsyncWishub:
                 " or try --demo"
             )
         keys = [env_key]
-    return AsyncWishub(app_keys=keys, base_url=args.base_url)
+    return AsyncWishub(app_keys=keys, base_url=args.base_url, **options)
 
 
 def describe_error(error: Exception) -> str:
