@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from batch_helpers import request, write_requests
 
-from wishub_async import _batchfiles, batch
+from wishub_async import _batchfiles, _batchresults
 from wishub_async._batchfiles import (
     BatchFiles,
     IdSet,
@@ -184,11 +184,11 @@ def test_the_error_pickles() -> None:
     ],
 )
 def test_tokens_are_read_from_either_usage_shape(body: Any, tokens: tuple[int, int]) -> None:
-    assert batch._usage(body) == tokens
+    assert _batchresults.usage(body) == tokens
 
 
 def test_a_lone_surrogate_is_written_escaped() -> None:
-    result = batch.BatchResult("q-\ud800", 1, batch.BatchStatus.DONE)
-    line = batch._line(result)
+    result = _batchresults.BatchResult("q-\ud800", 1, _batchresults.BatchStatus.DONE)
+    line = _batchresults.results_line(result)
     assert b"\\ud800" in line
     assert json.loads(line)["custom_id"] == "q-\ud800"
