@@ -70,3 +70,4 @@ def bench(session: nox.Session) -> None:
         "--out",
         "benchmarks/results/fanout-aiohttp.json",
     )
+    session.run("python", "benchmarks/batch.py", "--out", "benchmarks/results/batch.json")

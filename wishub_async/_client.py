@@ -48,7 +48,7 @@ from ._retry import RetryPolicy
 from ._state import LocalState, State
 from ._timeout import Timeout
 from ._wire import Transport
-from .exceptions import ClientStateError, ConfigurationError
+from .exceptions import ClientStateError, ConfigurationError, InvalidRequestError
 
 if TYPE_CHECKING:
     import httpx
@@ -240,6 +240,34 @@ class AsyncWishub:
         """``wh.images``: images generated from a prompt."""
         return Images(self._send)
 
+    async def request(
+        self, method: str, path: str, *, json: Any = None, model: str | None = None
+    ) -> Response:
+        """Send one call as it is, for a route the SDK has no method for; its ``Response``.
+
+        The call goes through the middleware, the key choice and the retries like any
+        other, and the answer is settled (2xx, body read, an echoed key redacted);
+        errors raise as usual. Parse ``response.content`` yourself.
+
+            response = await wh.request("POST", "/embeddings", json=body)
+
+        Args:
+            method: the HTTP method, such as ``"POST"``.
+            path: the path below the base URL, such as ``"/chat/completions"``.
+            json: the JSON body, or None.
+            model: the model the call names; by default the body's ``"model"``.
+                Per-model key health (and rate budgets) follow it.
+
+        Raises:
+            InvalidRequestError: ``path`` does not start with ``/``, or the body is
+                not JSON; nothing was sent.
+        """
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise InvalidRequestError(f"path must start with '/', got {path!r}")
+        if model is None and isinstance(json, Mapping) and isinstance(json.get("model"), str):
+            model = json["model"]
+        return await self._send(Request(method, path, json=json, model=model))
+
     # -- lifecycle -------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
@@ -356,6 +384,11 @@ class AsyncWishub:
                 f"this view is pinned to key {self._pinned.label!r}; it cannot use {label!r}"
             )
         return _View(self._shared, self._options, self._shared.ring.get(label))
+
+    @property
+    def max_concurrency(self) -> int:
+        """Requests in flight at once over all keys (the width of a ``map``)."""
+        return self._shared.max_concurrency
 
     @property
     def key_labels(self) -> list[str]:

@@ -41,6 +41,7 @@ __all__ = [
     "error_name",
     "is_error_body",
     "parse_retry_after",
+    "request_id",
 ]
 
 _TYPE_NAME = re.compile(r"^[A-Z0-9_]+$")
@@ -273,11 +274,16 @@ def api_error(
         type=error_type,
         code=code,
         param=param,
-        request_id=next((headers[h] for h in _REQUEST_ID_HEADERS if h in headers), None),
+        request_id=request_id(headers),
         body=body,
         label=label,
         headers=headers,
     )
+
+
+def request_id(headers: Mapping[str, str]) -> str | None:
+    """The request id a response's headers carry (lower-case names), if any."""
+    return next((headers[name] for name in _REQUEST_ID_HEADERS if name in headers), None)
 
 
 def error_for(rule: ErrorRule, message: str, **fields: Any) -> APIError:

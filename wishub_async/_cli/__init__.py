@@ -24,7 +24,7 @@ import anyio
 from .._hosts import HOSTS
 from .._keys import redact
 from ..exceptions import ConfigurationError
-from . import chat, images, models, rerank
+from . import batch, chat, images, models, rerank
 from .common import DEMO_KEY, EXIT_INTERRUPTED, EXIT_PIPE_CLOSED, EXIT_USAGE
 from .models import PROGRESS_MIN_KEYS
 
@@ -35,6 +35,7 @@ COMMANDS: dict[str, ModuleType] = {
     "chat": chat,
     "rerank": rerank,
     "images": images,
+    "batch": batch,
 }
 """Each subcommand's module, in the order ``--help`` lists them."""
 
@@ -53,6 +54,7 @@ examples:
   wishub rerank "pandas" "bamboo" "pandas eat bamboo" --demo  rank documents
   wishub images "a red panda" --demo          generate an image, saved as image.png
   wishub models --host x6                     the live x6 host (x1 is the default)
+  wishub batch in.jsonl -o out.jsonl          a file of requests over every key, resumable
 
 keys file: one key per line, or LABEL=KEY; blank lines and # comments are skipped.
 

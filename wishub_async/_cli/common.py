@@ -6,7 +6,7 @@ import argparse
 import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import TextIO
+from typing import Any, TextIO
 
 from .._budget import RateLimit, published_limits
 from .._client import AsyncWishub
@@ -35,8 +35,12 @@ DEMO_KEY = "0123456789abcdef0123456789abcdef"  # the built-in fake's key; not a 
 DEMO_MODEL = "4bd107bff85941239e27b1509eccfe98"  # the first of the fake's models
 
 
-def client_from(args: argparse.Namespace) -> AsyncWishub:
-    """The client the common options ask for (``--demo``: the built-in fake)."""
+def client_from(args: argparse.Namespace, **options: Any) -> AsyncWishub:
+    """The client the common options ask for (``--demo``: the built-in fake).
+
+    ``options`` go to ``AsyncWishub`` as they are (a command's own, such as
+    ``max_concurrency``).
+    """
     entries: list[tuple[str | None, str]] = [(None, key) for key in args.app_key]
     if args.keys_file:
         entries += read_keys_file(args.keys_file)
@@ -45,7 +49,9 @@ def client_from(args: argparse.Namespace) -> AsyncWishub:
         from ..testing import FakeWishub  # noqa: PLC0415 - only the demo needs the fake
 
         # The fake knows DEMO_KEY only: any other --app-key shows the wrong-key answer.
-        return FakeWishub([DEMO_KEY]).client(app_keys=keys or [DEMO_KEY], limits=limits_from(args))
+        return FakeWishub([DEMO_KEY]).client(
+            app_keys=keys or [DEMO_KEY], limits=limits_from(args), **options
+        )
     if not keys:
         env_key = os.environ.get("WISHUB_APP_KEY")
         if not env_key:
@@ -55,7 +61,11 @@ def client_from(args: argparse.Namespace) -> AsyncWishub:
             )
         keys = [env_key]
     return AsyncWishub(
-        app_keys=keys, base_url=args.base_url, host=args.host, limits=limits_from(args)
+        app_keys=keys,
+        base_url=args.base_url,
+        host=args.host,
+        limits=limits_from(args),
+        **options,
     )
 
 
