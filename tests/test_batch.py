@@ -16,7 +16,7 @@ from batch_helpers import CHAT, EMBEDDINGS, finished_ids, request, results, writ
 from conftest import K1, K2, WRONG, until
 from fastapi import FastAPI
 
-from wishub_async import Hooks, Request, RequestEnded, Response
+from wishub_async import Hooks, RateLimit, Request, RequestEnded, Response
 from wishub_async._batchfiles import ResultsFile
 from wishub_async.batch import (
     BatchResult,
@@ -377,7 +377,7 @@ GOOD = request("good")
 
 NO_METHOD = {name: value for name, value in GOOD.items() if name != "method"}
 STREAMED = {**GOOD["body"], "stream": True}
-KNOWN_URLS = "(known: /v1/chat/completions, /v1/embeddings)"
+KNOWN_URLS = "(known: /v1/chat/completions, /v1/embeddings, /v1/rerank, /v1/reranks)"
 BAD_LINES = [
     pytest.param(
         '{"custom_id": "x", ',
@@ -678,3 +678,38 @@ async def test_a_bad_option_is_refused_before_anything_happens(
                     pass
     assert not shared.requests
     assert not (tmp_path / "out.jsonl").exists()
+
+
+@pytest.mark.anyio
+@pytest.mark.real_waits
+async def test_a_batch_keeps_within_rate_budgets(shared: FakeWishub, tmp_path: Path) -> None:
+    enforced = shared.limit(requests=4, per=0.3, style="sliding")
+    lines = [request(f"q-{n}") for n in range(30)]
+    requests = write_requests(tmp_path / "in.jsonl", lines)
+    output = tmp_path / "out.jsonl"
+    limits = RateLimit(requests=4, per=0.3)
+    async with shared.client(app_keys=[K1, K2], limits=limits) as wh:
+        summary = await run_batch(wh, requests, output)
+    assert summary.done == 30
+    assert enforced.rejected == 0
+    assert sorted(finished_ids(output)) == sorted(f"q-{n}" for n in range(30))
+
+
+@pytest.mark.anyio
+async def test_rerank_lines_go_to_their_routes(tmp_path: Path) -> None:
+    fake = FakeWishub([K1], models=["BGE-Reranker-V2-m3", "qwen3-rerank"])
+    body = {"query": "pandas", "documents": ["bamboo", "stocks"]}
+    lines = [
+        {"custom_id": "r-1", "method": "POST", "url": "/v1/rerank",
+         "body": {"model": "BGE-Reranker-V2-m3", **body}},
+        {"custom_id": "r-2", "method": "POST", "url": "/v1/reranks",
+         "body": {"model": "qwen3-rerank", **body}},
+    ]  # fmt: skip
+    requests = write_requests(tmp_path / "in.jsonl", lines)
+    output = tmp_path / "out.jsonl"
+    async with fake.client(app_key=K1) as wh:
+        summary = await run_batch(wh, requests, output)
+    assert summary.done == 2
+    assert sorted(r.path for r in fake.requests) == ["/v1/rerank", "/v1/reranks"]
+    answers = {line["custom_id"]: line["response"]["body"] for line in results(output)}
+    assert answers["r-1"]["results"][0]["index"] in {0, 1}

@@ -67,6 +67,8 @@ ENDPOINTS: Mapping[tuple[str, str], str] = MappingProxyType(
     {
         ("POST", "/v1/chat/completions"): "/chat/completions",
         ("POST", "/v1/embeddings"): "/embeddings",
+        ("POST", "/v1/rerank"): "/rerank",
+        ("POST", "/v1/reranks"): "/reranks",
     }
 )
 """``(method, url)`` of a batch line -> the path it is sent to, below the base URL."""

@@ -25,7 +25,14 @@ import attrs
 from .._client import AsyncWishub
 from ..batch import ENDPOINTS, BatchPlan, BatchSummary, check_batch, run_batch
 from ..exceptions import BatchFileError, ConfigurationError
-from .common import EXIT_API_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, client_from
+from .common import (
+    EXIT_API_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    budget_table,
+    client_from,
+)
 from .support import Progress
 
 __all__ = [
@@ -188,6 +195,8 @@ async def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         summary = attrs.evolve(summary, elapsed=time.monotonic() - started)
     if summary is not None:
         _print_summary(summary, args, out)
+    if args.budgets:
+        print("\n".join(budget_table(wh.key_status())), file=err)
     out.flush()
     if watch.interrupted:
         print(f"wishub: interrupted. {_RESUME}.", file=err)
