@@ -181,7 +181,7 @@ def test_bad_input_names_each_line_exits_2_and_sends_nothing(
         "wishub: the requests file, line 3: duplicate custom_id 'a' (first on line 1)",
         (
             "wishub: the requests file, line 4: unknown url '/v1/nope' (known:"
-            " /v1/chat/completions, /v1/embeddings)"
+            " /v1/chat/completions, /v1/embeddings, /v1/rerank, /v1/reranks)"
         ),
         "wishub: nothing was sent",
     ]
