@@ -122,8 +122,11 @@ async def error_body(stream: WireStream) -> bytes:
 
 def scrubbed_headers(headers: Mapping[str, str], key: AppKey) -> Mapping[str, str]:
     """The headers, with any value that echoes the key redacted (copied only then)."""
-    echoes = [form.decode() for form in key.echoes]
-    if not any(form in value for value in headers.values() for form in echoes):
+    echoes = key.echoed_texts
+    if not echoes:
+        return headers
+    values = "\n".join(headers.values())  # one search through them all
+    if not any(form in values for form in echoes):
         return headers
     scrubbed = {}
     for name, value in headers.items():

@@ -97,6 +97,12 @@ class Settings:
     token_counter: Callable[[Request], int] = attrs.field(
         default=lambda request: estimate_tokens(request.json)
     )
+    json_headers: Mapping[str, str] = attrs.field(init=False)
+    """``headers`` and the JSON content type, for calls with a body."""
+
+    @json_headers.default
+    def _json_headers(self) -> Mapping[str, str]:
+        return {**self.headers, "content-type": "application/json"}
 
 
 @attrs.frozen

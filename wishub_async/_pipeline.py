@@ -20,7 +20,6 @@ attempt holds (``Slot``) is in ``_slots``.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
@@ -35,9 +34,11 @@ from ._context import JSON, CallRecord, Expect, Settings, Shared
 from ._errors import ErrorRule, KeyEffect, api_error, error_name, is_error_body
 from ._events import BudgetWaited, KeyStateChanged, RequestEnded, RetryScheduled, emit
 from ._http import Request, Response
+from ._json import dumps, loads
 from ._keys import AppKey, StateChange
 from ._retry import RetryPolicy
 from ._slots import Slot
+from ._state import LocalState
 from ._wire import WireRequest
 from .exceptions import (
     APIConnectionError,
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
 __all__ = ["Pipeline"]
 
 log = logging.getLogger("wishub_async")
+
 
 _MIN_RESERVE_WAIT = 0.001
 """The least a call waits when the budget it was chosen for is gone after all."""
@@ -105,6 +107,7 @@ class Pipeline:
         record: CallRecord | None = None,
     ) -> None:
         self.shared = shared
+        self.shares_state = not isinstance(shared.state, LocalState)
         self.settings = settings
         self.pinned = pinned
         self.probe = probe
@@ -136,30 +139,35 @@ class Pipeline:
     def _wire_parts(self, request: Request) -> _WireParts:
         """The URL, headers and body every attempt of the call sends (checked once)."""
         settings = self.settings
-        try:
-            content = (
-                None
-                if request.json is None
-                else json.dumps(request.json, ensure_ascii=False, separators=(",", ":")).encode()
-            )
-        except (TypeError, ValueError) as exc:
-            raise InvalidRequestError(f"the request body is not JSON: {exc}") from None
-        headers = dict(settings.headers)
-        for name, value in request.headers.items():
-            if not _header_safe(name) or not _header_safe(value, value=True):
-                raise InvalidRequestError(
-                    f"header {name!r} is not a string of visible ASCII characters; nothing was sent"
-                )
-            headers[name.lower()] = value
-        if content is not None:
-            headers["content-type"] = "application/json"
+        if request.json is None:
+            content, headers = None, settings.headers
+        else:
+            try:
+                content = dumps(request.json)
+            except (TypeError, ValueError) as exc:
+                raise InvalidRequestError(f"the request body is not JSON: {exc}") from None
+            headers = settings.json_headers
+        if request.headers:
+            headers = dict(headers)
+            for name, value in request.headers.items():
+                if not _header_safe(name) or not _header_safe(value, value=True):
+                    raise InvalidRequestError(
+                        f"header {name!r} is not a string of visible ASCII characters;"
+                        " nothing was sent"
+                    )
+                headers[name.lower()] = value
         base = settings.root_url if request.at_root else settings.base_url
         return _WireParts(base + request.path, headers, content)
 
     # -- layer 2: attempts, waits, keys ------------------------------------------------
 
     async def _send_with_retries(self, expect: Expect, wire: _WireParts, tally: _Tally) -> Response:
-        """Run attempts until one succeeds, the policy gives up, or a deadline passes."""
+        """Run attempts until one succeeds, the policy gives up, or a deadline passes.
+
+        Each attempt: a key chosen (free now, or waited for), its concurrency slots
+        and budget taken, one exchange; a failure decides whether to move to another
+        key, wait and retry, or give up.
+        """
         self._plan_budget(tally)
         policy = self.settings.retry
         deadline = expect.deadline
@@ -216,13 +224,15 @@ class Pipeline:
         return budget
 
     async def _attempts(self, expect: Expect, wire: _WireParts, tally: _Tally) -> Response:
+        send = self._send_first_chunk if tally.request.stream else self._send_one_attempt
         while True:
-            key = await self._choose_key(tally)
+            key = self._key_free_now(tally) or await self._choose_key(tally)
             tally.label = key.label
             slot = Slot(key, self.shared.limiter)
             started = _clock.now()
             try:
-                await slot.take()
+                if not slot.take_now():
+                    await slot.take()
                 wait = await self._reserve(tally, slot) if tally.budgeted else 0.0
                 if wait:  # no room after all (another call, or another process, took it)
                     slot.release()
@@ -230,24 +240,31 @@ class Pipeline:
                     continue
                 tally.attempts += 1
                 started = _clock.now()
-                response = await self._send_one_attempt(expect, wire, tally, slot)
-            except ClientStateError as exc:
-                slot.fail(exc)
-                raise
-            except (APIError, APIConnectionError) as failure:
-                slot.fail(failure)
-                tally.error = failure
-                wait = self._after_failure(failure, key, _clock.now() - started, tally)
+                response = await send(expect, wire, tally, slot)
+            except BaseException as exc:  # noqa: BLE001 - re-raised unless an API failure
+                wait = self._attempt_failed(exc, slot, _clock.now() - started, tally)
                 if wait:
                     await _clock.sleep(wait)
                 continue
-            except BaseException as exc:
-                slot.fail(exc)
-                raise
             if not response.is_stream:
-                slot.succeed(spent_tokens(response.content))
+                ticket = slot.ticket
+                slot.succeed(spent_tokens(response.content) if ticket and ticket.tokens else None)
                 self._succeeded(key, _clock.now() - started)
             return response
+
+    def _attempt_failed(
+        self, exc: BaseException, slot: Slot, latency: float, tally: _Tally
+    ) -> float:
+        """An attempt failed: free its slot; raise, or say how long to wait (0: move).
+
+        Only an ``APIError`` or an ``APIConnectionError`` may be tried again; anything
+        else (a closed client, a cancellation, a bug) ends the call as it is.
+        """
+        slot.fail(exc)
+        if isinstance(exc, ClientStateError) or not isinstance(exc, APIError | APIConnectionError):
+            raise exc
+        tally.error = exc
+        return self._after_failure(exc, slot.key, latency, tally)
 
     async def _reserve(self, tally: _Tally, slot: Slot) -> float:
         """Take the call's share of its key's budget: 0, or the seconds until it fits."""
@@ -311,6 +328,18 @@ class Pipeline:
             for other in self.shared.ring.keys
         )
 
+    def _key_free_now(self, tally: _Tally) -> AppKey | None:
+        """The common case without a trip through the event loop: a key free now."""
+        if tally.budgeted or self.shares_state:
+            return None
+        try:
+            choice = self.shared.ring.choose(
+                tally.request.model, self.pinned, tally.avoid, probe=self.probe
+            )
+        except WishubError:
+            return None  # _choose_key raises what fits
+        return choice if isinstance(choice, AppKey) else None
+
     async def _choose_key(self, tally: _Tally) -> AppKey:
         """The key for the next attempt, waiting out a short rest if need be.
 
@@ -320,7 +349,8 @@ class Pipeline:
         """
         ring, model = self.shared.ring, tally.request.model
         budget = functools.partial(self._budget_of, tally) if tally.budgeted else None
-        await self.shared.state.refresh(ring)
+        if self.shares_state:
+            await self.shared.state.refresh(ring)
         while True:
             try:
                 choice = ring.choose(
@@ -385,6 +415,19 @@ class Pipeline:
 
     # -- layer 3: one attempt ------------------------------------------------------------
 
+    async def _send_first_chunk(
+        self, expect: Expect, wire: _WireParts, tally: _Tally, slot: Slot
+    ) -> Response:
+        """A streamed attempt, bounded by ``idle_timeout`` up to its first chunk."""
+        timeout = expect.first_chunk_timeout
+        if timeout is None:
+            return await self._send_one_attempt(expect, wire, tally, slot)
+        with anyio.move_on_after(timeout):
+            return await self._send_one_attempt(expect, wire, tally, slot)
+        raise APITimeoutError(
+            f"no stream chunk within {timeout:g}s (idle_timeout)", label=slot.key.label
+        )
+
     async def _send_one_attempt(
         self, expect: Expect, wire: _WireParts, tally: _Tally, slot: Slot
     ) -> Response:
@@ -404,22 +447,6 @@ class Pipeline:
             request.stream,
             key.label,
         )
-        if request.stream and expect.first_chunk_timeout is not None:
-            with anyio.move_on_after(expect.first_chunk_timeout):
-                return await self._exchange(attempt, expect, slot, tally)
-            raise APITimeoutError(
-                f"no stream chunk within {expect.first_chunk_timeout:g}s (idle_timeout)",
-                label=key.label,
-            )
-        response = await self._exchange(attempt, expect, slot, tally)
-        if lifecycle.is_closed() and not response.is_stream:
-            raise ClientClosedError("the client was closed while this call was in flight")
-        return response
-
-    async def _exchange(
-        self, attempt: WireRequest, expect: Expect, slot: Slot, tally: _Tally
-    ) -> Response:
-        key = slot.key
         reply = await self.shared.transport.send(attempt)
         status = reply.status_code
         headers = scrubbed_headers(reply.headers, key)
@@ -436,6 +463,8 @@ class Pipeline:
             content = key.scrub(reply.content)
             if _ERROR_MARK in content:
                 self._raise_for_error_body(status, headers, content, key)
+            if lifecycle.is_closed():
+                raise ClientClosedError("the client was closed while this call was in flight")
             return Response(status, headers, content, key.label, tally.attempts)
         body = StreamBody(reply.stream, key, self.shared.abandoned)
         response = Response(status, headers, b"", key.label, tally.attempts, body=body)
@@ -488,7 +517,7 @@ class Pipeline:
         without this they would parse into an empty result.
         """
         try:
-            data = json.loads(content)
+            data = loads(content)
         except (ValueError, RecursionError):
             return  # not JSON: the resource's converter says so
         if is_error_body(data):

@@ -26,18 +26,39 @@ class Slot:
     ticket: Ticket | None = None
     state: State | None = None
 
-    async def take(self) -> None:
-        # The key's own token first: a call queued for a busy key must not sit on a
-        # global slot that another key's call could use.
+    def take_now(self) -> bool:
+        """Take both tokens if both are free now (no trip through the event loop)."""
         key = self.key
         key.in_flight += 1
         key.assigned += 1
         self.counted = True
-        if key.limiter is not None:
+        try:
+            if key.limiter is not None:
+                key.limiter.acquire_on_behalf_of_nowait(self)
+                self.holds_key = True
+            self.limiter.acquire_on_behalf_of_nowait(self)
+        except anyio.WouldBlock:
+            return False
+        self.holds_global = True
+        return True
+
+    async def take(self) -> None:
+        """Take the tokens ``take_now`` could not, waiting in the limiters' queues.
+
+        The key's own token first: a call queued for a busy key must not sit on a
+        global slot that another key's call could use.
+        """
+        key = self.key
+        if not self.counted:
+            key.in_flight += 1
+            key.assigned += 1
+            self.counted = True
+        if key.limiter is not None and not self.holds_key:
             await _acquire(key.limiter, self)
             self.holds_key = True
-        await _acquire(self.limiter, self)
-        self.holds_global = True
+        if not self.holds_global:
+            await _acquire(self.limiter, self)
+            self.holds_global = True
 
     def succeed(self, spent: int | None = None) -> None:
         """The attempt succeeded (``spent``: its tokens, if known): free and settle."""
