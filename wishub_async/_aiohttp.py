@@ -4,9 +4,9 @@ Selected with ``AsyncWishub(backend="aiohttp")`` and installed with the extra
 ``wishub-async[aiohttp]``. It skips ``httpx.AsyncClient`` entirely (our ``Transport``
 protocol is the seam), which is where most of the per-request cost of the default
 path lies. It is the one module allowed to use asyncio. ``translate_aiohttp_error``
-is its one chokepoint, applied around the send and the body read (in ``send``) and
-every stream read (``map_errors``), so every aiohttp or asyncio exception becomes
-ours there and nowhere else.
+is its one chokepoint, applied by ``map_errors`` around the send, the body read and
+every stream read, so every aiohttp or asyncio exception becomes ours there and
+nowhere else.
 
 ``aclose()`` ends every send and read in flight: closing an aiohttp session does not
 wake a task waiting for a body, so the transport keeps the tasks it serves and
@@ -125,8 +125,7 @@ class AiohttpTransport:
                 raise ClientClosedError("the client is closed", label=request.label)
             session = self._open()
         label = request.label
-        task = self._enter(label)
-        try:
+        with self.map_errors(label):
             reply = await session.request(
                 request.method,
                 request.url,
@@ -140,21 +139,11 @@ class AiohttpTransport:
                     reply.status, reply.headers, stream=_AiohttpStream(self, reply, label)
                 )
             body = await reply.read()  # releases the connection, or closes it on error
-        except asyncio.CancelledError:
-            self._closed_on(task, label)
-            raise
-        except (aiohttp.ClientError, TimeoutError, RuntimeError) as exc:
-            raise translate_aiohttp_error(exc, label) from exc
-        finally:
-            self._leave(task)
         return WireResponse(reply.status, reply.headers, body)
 
     @contextmanager
     def map_errors(self, label: str | None) -> Iterator[None]:
-        """Run a wire operation: abortable by ``aclose()``, aiohttp errors made ours.
-
-        ``send`` does the same inline (it is the hot path).
-        """
+        """Run a wire operation: abortable by ``aclose()``, aiohttp errors made ours."""
         task = self._enter(label)
         try:
             yield
