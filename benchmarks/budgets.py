@@ -174,8 +174,10 @@ def _table(result: dict[str, Any]) -> str:
     ]
     for row in result["rows"]:
         met = "" if "met" not in row else ("yes" if row["met"] else "**no**")
+        failed = row["calls"] - row["ok"]
+        done = f"{row['ok']:,}" + (f" ({failed:,} failed)" if failed else "")
         lines.append(
-            f"| {row['style']} | {row['label']} | {row['ok']:,} | {row['goodput']:.1%}"
+            f"| {row['style']} | {row['label']} | {done} | {row['goodput']:.1%}"
             f" | {row['goodput_past_first_window']:.1%} | {row['rejected_share']:.2%}"
             f" ({row['server']['rejected']:,}) | {row['wall_s']:.1f} s | {row['x_ideal']:.2f}"
             f" | {row.get('target', '')} | {met} |"
@@ -228,7 +230,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--path-keys", type=int, default=1_000)
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "budgets.json")
+    parser.add_argument("--show", type=Path, help="only print the table of this result file")
     args = parser.parse_args(argv)
+    if args.show:
+        print(_table(json.loads(args.show.read_text(encoding="utf-8"))))
+        return
     styles, clients = args.styles.split(","), args.clients.split(",")
     aggregate = args.keys * args.requests / args.per
     calls = args.windows * args.keys * args.requests
