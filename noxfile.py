@@ -71,5 +71,5 @@ def bench(session: nox.Session) -> None:
         "benchmarks/results/fanout-aiohttp.json",
     )
     session.run("python", "benchmarks/batch.py", "--out", "benchmarks/results/batch.json")
-    # Rate budgets against per-key limits, three window styles, four clients (~5 min).
+    # Rate budgets against per-key limits, three window styles, four clients (~6 min).
     session.run("python", "benchmarks/budgets.py", "--out", "benchmarks/results/budgets.json")
