@@ -58,7 +58,7 @@ def docs(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
-    """Benchmark against the peers on a loopback server; writes benchmarks/results/."""
+    """Benchmarks against the peers on loopback servers; write benchmarks/results/."""
     session.install("-e", ".[aiohttp]", "openai", "matplotlib", "uvloop")
     session.run("python", "benchmarks/bench.py", *session.posargs)
     session.run("python", "benchmarks/fanout.py", "--out", "benchmarks/results/fanout.json")
@@ -71,3 +71,5 @@ def bench(session: nox.Session) -> None:
         "benchmarks/results/fanout-aiohttp.json",
     )
     session.run("python", "benchmarks/batch.py", "--out", "benchmarks/results/batch.json")
+    # Rate budgets against per-key limits, three window styles, four clients (~6 min).
+    session.run("python", "benchmarks/budgets.py", "--out", "benchmarks/results/budgets.json")

@@ -12,9 +12,13 @@ Each key and model that a call names holds one of two states:
   calls' latency against the full rate.
 - ``AdaptiveRate``, for a model with no configured limit: a token bucket whose rate
   adapts, as TCP does: a slow start (the rate doubles each second of successes), a
-  cut to 70 % on a rate-limit answer (once per round: answers to calls sent before a
-  cut do not cut again), a quick recovery to 95 % of the rate that met the limit,
-  then a slow probe above it.
+  cut on a rate-limit answer (once per round: answers to calls sent before a cut do
+  not cut again), a quick recovery to 95 % of the rate that met the limit, then a
+  slow probe above it. The rate that met the limit is the rate then or, if lower,
+  the rate the key delivered since the last cut: under a window limit, a key that
+  sent too fast rests out the window, so its rate overstates the limit while what it
+  delivered from cut to cut is the limit itself (a probe that just crossed the
+  limit is measured by its rate).
 
 Everything here takes the time as an argument (``now``), so it is tested with a
 clock of the tests' own.
@@ -60,13 +64,25 @@ one more): it paces them evenly, which no window style tells from the limit itse
 _LEAST_RATE = 1.0 / 60.0
 """The slowest an adaptive rate goes: one call a minute."""
 _DECREASE = 0.7
-"""Multiplicative decrease: a rate-limit answer cuts the rate to 70 % (as CUBIC does)."""
+"""Multiplicative decrease: a rate-limit answer cuts the rate to 70 % (as CUBIC does)..."""
+_FIRST_DECREASE = 0.5
+"""... and to 50 % when it ends the slow start, whose last doubling overshot."""
+_LEAST_SAMPLE = 5
+"""A delivered rate is trusted from this many successes since the last cut..."""
+_DEEPEST_CUT = 0.25
+"""... and lowers the rate that met the limit to a quarter of the rate at most (a key
+that was idle delivered little, and says little about the limit)."""
 _RECOVER = 0.95
 """After a cut, the rate comes back quickly to 95 % of the rate that met the limit..."""
-_PROBE = 0.01
-"""... then probes above it by 1 % a second..."""
-_LEAST_PROBE = 0.1
-"""... and at least a tenth of a call a second."""
+_PROBE = 0.0005
+"""... then probes above it by 0.05 % a success (a hundred calls to go 5 % higher: few
+rejections per call, however slow the rate)..."""
+_NEAR = 1.05
+"""... up to 5 % above that rate; past it the limit is not near..."""
+_FAR_PROBE = 0.01
+"""... and the probe quickens to 1 % a success..."""
+_MOST_PROBE = 0.01
+"""... but never more than 1 % a second (a fast rate never runs away)."""
 
 
 def _count(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -280,12 +296,15 @@ class AdaptiveRate:
     stamp: float = -math.inf  # when ``level`` was last brought up to date
     cut: float = -math.inf  # when the rate was last cut
     cuttable: bool = True  # a success came since the last cut
+    since: float = -math.inf  # when ``successes`` began to count: first use, then each cut
+    successes: int = 0  # since ``since``
+    probing: bool = False  # the rate reached 95 % of the peak since the cut
     flying: int = 0
     waiting: int = 0
 
     def _refill(self, now: float) -> None:
         if self.stamp == -math.inf:
-            self.stamp = now
+            self.stamp = self.since = now
             return
         ceiling = max(self.level, self.rate * _BURST_SECONDS + 1.0)
         self.level = min(self.level + (now - self.stamp) * self.rate, ceiling)
@@ -318,31 +337,55 @@ class AdaptiveRate:
 
         Before the first rate limit, each success adds a call a second (the rate
         doubles each second: a slow start). A rate-limit answer remembers the rate
-        as the peak and cuts it to 70 %; from there successes bring it back quickly
-        to 95 % of the peak (half the gap each second), then probe above it slowly
-        (1 % a second). A rate-limit answer cuts again only after a success, and
-        never for a call sent before the last cut: that call went out at a rate
-        already cut, and a window that is still full says nothing new.
+        that met the limit as the peak: the rate now or, unless it was probing, the
+        rate the key delivered since the last cut if lower (from ``_LEAST_SAMPLE``
+        successes on, and down to ``_DEEPEST_CUT`` of the rate). It cuts the rate
+        to 70 % of the peak (50 % the first time); from there successes bring it back
+        quickly to 95 % of the peak (half the gap each second, never past it), then
+        probe above it: slowly near it (``_PROBE`` a success), faster past ``_NEAR``
+        times it (``_FAR_PROBE`` a success), and by ``_MOST_PROBE`` a second at
+        most. A rate-limit answer cuts again only after a success, and never for a
+        call sent before the last cut: that call went out at a rate already cut, and
+        a window that is still full says nothing new.
         """
         del reserved, spent
         self.flying -= 1
         if answer is Answer.OK:
             self.cuttable = True
-            self.rate += self._increase() / self.rate
+            self.successes += 1
+            self.rate += self._step()
         elif answer is Answer.RATE_LIMITED and self.cuttable and reserved_at >= self.cut:
-            self.cut, self.cuttable, self.peak = now, False, self.rate
-            self.rate = max(self.rate * _DECREASE, _LEAST_RATE)
+            # Probing, the rate crossed the limit just now: it is the best measure. Else
+            # the key sent faster than the limit and rested (out a window): what it
+            # delivered since the last cut is what met the limit, if it says enough.
+            elapsed = now - self.since
+            delivered = (
+                self.successes / elapsed
+                if not self.probing and self.successes >= _LEAST_SAMPLE and elapsed > 0
+                else math.inf
+            )
+            decrease = _FIRST_DECREASE if self.cut == -math.inf else _DECREASE
+            self.peak = min(self.rate, max(delivered, self.rate * _DEEPEST_CUT))
+            self.rate = max(self.peak * decrease, _LEAST_RATE)
+            self.cut = self.since = now
+            self.cuttable, self.successes, self.probing = False, 0, False
             self._refill(now)
             self.level = min(self.level, 0.0)
 
-    def _increase(self) -> float:
-        """How much the rate rises in a second of successes."""
+    def _step(self) -> float:
+        """How much one success raises the rate (calls a second)."""
         if self.peak == math.inf:
-            return self.rate  # slow start
+            return 1.0  # slow start: a second of successes doubles the rate
         target = _RECOVER * self.peak
-        if self.rate < target:
-            return (target - self.rate) / 2
-        return max(_PROBE * self.rate, _LEAST_PROBE)
+        gap = target - self.rate
+        if gap > 0:
+            # Half the gap a second of successes, but at least a probe's step, so that
+            # it reaches the target (halving alone never does); and never past it (at a
+            # call or two a second, one success is more than a second's worth).
+            return min(max(gap / (2 * self.rate), _PROBE * self.rate), gap)
+        self.probing = True
+        step = _PROBE if self.rate < _NEAR * self.peak else _FAR_PROBE
+        return min(step * self.rate, _MOST_PROBE)  # a second's successes: at most 1 %
 
     def cancel(self, reserved: int) -> None:
         """A call never sent: its token goes back."""
