@@ -192,6 +192,29 @@ async def test_a_reservation_whose_process_died_lapses_after_its_lease(
 
 
 @pytest.mark.asyncio
+@pytest.mark.real_waits
+async def test_a_reservation_whose_answer_was_lost_is_given_back(valkey: ValkeyProcess) -> None:
+    state = RedisState.from_url(valkey.url, namespace="t", timeout=TIMEOUT)
+    limit = RateLimit(requests=1, per=30.0)
+    try:
+        warm = await reserve(state, ring_of(K2).keys[0], limit)  # connected, script loaded
+        assert isinstance(warm, Ticket)
+        valkey.pause()
+        try:
+            with anyio.move_on_after(0.3):  # the call is cancelled while Redis holds it
+                await reserve(state, ring_of(K1).keys[0], limit)
+        finally:
+            valkey.resume()
+        await flushed(state)
+        async with inspector(valkey) as raw:
+            windows = [v for name, v in (await everything(raw)).items() if ":w:" in name]
+        assert sum(len(members) for _, _, members in windows) == 1  # only the warm one
+        assert isinstance(await reserve(state, ring_of(K1).keys[0], limit), Ticket)
+    finally:
+        await state.aclose()
+
+
+@pytest.mark.asyncio
 async def test_an_adaptive_rate_is_one_bucket_for_every_process(valkey: ValkeyProcess) -> None:
     one, two = (RedisState.from_url(valkey.url, namespace="t", timeout=TIMEOUT) for _ in range(2))
     key_one, key_two = ring_of(K1).keys[0], ring_of(K1).keys[0]

@@ -25,7 +25,7 @@ from typing import Any
 
 import attrs
 
-from ._budget import AdaptiveRate, Answer, Budget, BudgetStatus, Window
+from ._budget import AdaptiveRate, Answer, Budget, BudgetStatus, RateLimit, Window
 from ._keys import AppKey
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "KeyList",
     "Names",
     "Ops",
+    "Reservation",
     "Seen",
     "SharedRate",
     "SharedWindow",
@@ -180,6 +181,46 @@ class Hold:
 
 
 @attrs.frozen
+class Reservation:
+    """A call's share to take in the store: of a window (``limit``) or an adaptive rate."""
+
+    names: Names
+    id: str
+    tokens: int
+    model: str
+    limit: RateLimit | None  # None: an adaptive rate
+    lease: float
+
+    @property
+    def member(self) -> str:
+        """Its member in the window while in flight ('' for an adaptive rate)."""
+        return "" if self.limit is None else f"f{self.id}:{self.tokens}"
+
+    def hold(self, reserved_at: str) -> Hold:
+        """The ticket's handle on it, once taken (at the server's ``reserved_at``)."""
+        return Hold(self.names, self.id, self.member, reserved_at)
+
+    def encode(self, keys: KeyList) -> list[Any]:
+        """As the script reads it."""
+        names, limit = self.names, self.limit
+        if limit is None:
+            return ["A", keys.at(names.rate), keys.at(names.health), self.model]
+        return [
+            "r",
+            keys.at(names.window),
+            keys.at(names.tokens),
+            keys.at(names.health),
+            self.id,
+            self.tokens,
+            limit.requests or 0,
+            limit.tokens or 0,
+            limit.per,
+            self.lease,
+            self.model,
+        ]
+
+
+@attrs.frozen
 class Finished:
     """A window's call that ended: its reserved and spent tokens, ``per``, and when."""
 
@@ -229,7 +270,7 @@ class Ops:
         """An adaptive rate's call was never sent: its token goes back."""
         self._queue.append(_Op("C", (hold.names.rate,), (), at))
 
-    def reported(self, names: Names, hk: str, key: AppKey, model: str | None, at: float) -> None:
+    def reported(self, health: str, hk: str, key: AppKey, model: str | None, at: float) -> None:
         """``key``'s health now (after a failure, or a probe's recovery)."""
         cooling = max(key.cooling_until - at, 0.0)
         resting = max(key.resting.get(model, 0.0) - at, 0.0) if model else 0.0
@@ -244,7 +285,7 @@ class Ops:
             resting,
             key.last_error_type or "",
         )
-        self._queue.append(_Op("h", (names.health,), fields, at, health=hk))
+        self._queue.append(_Op("h", (health,), fields, at, health=hk))
 
     def take(self, limit: int) -> list[_Op]:
         """Up to ``limit`` updates, oldest first, out of the queue."""

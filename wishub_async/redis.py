@@ -43,6 +43,7 @@ from ._sharing import (
     KeyList,
     Names,
     Ops,
+    Reservation,
     Seen,
     SharedRate,
     SharedWindow,
@@ -290,31 +291,19 @@ class RedisState:
         now = _clock.now()
         if isinstance(mirror, SharedWindow) and not mirror.fits(now, tokens):
             return max(mirror.free_at(now, tokens) - now, 0.0)  # full with our own calls
-        names = self._names_of(key, model)
-        ident = new_id()
-        reservation: _Reservation
-        if isinstance(mirror, SharedWindow):
-            limit = mirror.limit
-            reservation = (
-                "r",
-                (names.window, names.tokens, names.health),
-                (
-                    ident,
-                    tokens,
-                    limit.requests or 0,
-                    limit.tokens or 0,
-                    limit.per,
-                    self.lease,
-                    model,
-                ),
-            )
-        else:
-            reservation = ("A", (names.rate, names.health), (model,))
+        reservation = Reservation(
+            self._names_of(key, model),
+            new_id(),
+            tokens,
+            model,
+            mirror.limit if isinstance(mirror, SharedWindow) else None,
+            self.lease,
+        )
         answer = await self._round_trip(reservation)
         self._issue_warning()
         if answer is None or answer.reserve is None:
             return await self._fallback.reserve(key, model, mirror, tokens)
-        return self._reserved(key, model, mirror, tokens, answer, taken=(names, ident))
+        return self._reserved(key, model, mirror, reservation, answer)
 
     def settle(self, ticket: Ticket, answer: Answer | None, spent: int | None) -> None:
         """Count the end in the mirror now, and queue it for Redis (no round trip)."""
@@ -343,8 +332,8 @@ class RedisState:
 
     def report(self, key: AppKey, model: str | None) -> None:
         """Queue ``key``'s new health for Redis, to go out at once (in the background)."""
-        names = self._names_of(key, model or "")
-        self._ops.reported(names, self._hash(key), key, model, _clock.now())
+        hk = self._hash(key)
+        self._ops.reported(self._prefix + "h:" + hk, hk, key, model, _clock.now())
         self._schedule(0.0)
 
     async def refresh(self, ring: KeyRing) -> None:
@@ -373,7 +362,13 @@ class RedisState:
         if self._ops and loop is self._loop:
             await self._round_trip(None)
         if self._close_client:
-            await self._client.aclose()
+            # Connections another client's call is using now stay open (that client
+            # closes them): only what is idle is closed, unless nothing of ours runs.
+            pool = getattr(self._client, "connection_pool", None)  # a cluster has several
+            if pool is None:
+                await self._client.aclose()
+            else:
+                await pool.disconnect(inuse_connections=not self._pulls)
 
     # -- reservations -------------------------------------------------------------------
 
@@ -382,10 +377,8 @@ class RedisState:
         key: AppKey,
         model: str,
         mirror: SharedWindow | SharedRate,
-        tokens: int,
+        reservation: Reservation,
         answer: _Answer,
-        *,
-        taken: tuple[Names, str],
     ) -> Ticket | float:
         """The reservation's answer, applied to the mirror and the key."""
         reply = answer.reserve
@@ -399,12 +392,9 @@ class RedisState:
             else:
                 mirror.rate = float(reply["rate"])
         if status == "ok":
-            names, ident = taken
-            now = _clock.now()
+            now, tokens = _clock.now(), reservation.tokens
             mirror.take(now, tokens)
-            member = f"f{ident}:{tokens}" if isinstance(mirror, SharedWindow) else ""
-            hold = Hold(names, ident, member, answer.now)
-            return Ticket(key, model, mirror, tokens, now, shared=hold)
+            return Ticket(key, model, mirror, tokens, now, shared=reservation.hold(answer.now))
         if status != "w":  # the key is quarantined, cooling or resting from the model
             error = reply.get("e") or None
             if key.last_error_type is None and error is not None:
@@ -420,7 +410,7 @@ class RedisState:
 
     # -- round trips ----------------------------------------------------------------------
 
-    async def _round_trip(self, reservation: _Reservation | None) -> _Answer | None:
+    async def _round_trip(self, reservation: Reservation | None) -> _Answer | None:
         """One script run: queued updates, a reservation, a pull. None: not shared now.
 
         None when Redis is out of reach (then a backoff) or every connection is busy
@@ -438,11 +428,12 @@ class RedisState:
             if waited.cancelled_caught:
                 return None
         ops = self._ops.take(_BATCH)
-        delivered = False
+        sent = delivered = False
         self._pulls += 1
         probe = self._probing = self._outage  # while out of reach, one call probes at a time
         try:
             started = _clock.now()
+            sent = True
             raw = await self._run(ops, reservation, started)
             ended = _clock.now()
             result = json.loads(raw)
@@ -460,13 +451,18 @@ class RedisState:
                 self._probing = False
             if not delivered:
                 self._ops.put_back(ops)
+            if sent and not delivered and reservation is not None and reservation.member:
+                # The script may have taken it before the answer was lost: give it back
+                # (harmless if it never was), or it would count until its lease ran out.
+                self._ops.cancelled(reservation.hold(""), reservation.tokens, _clock.now())
+                self._schedule(_SETTLE_DELAY)
         mid = (started + ended) / 2
         self._offset = float(result["now"]) - mid
         self._back_in_reach()
         self._pulled(result.get("p"))
         return _Answer(result.get("r") or None, result["now"], mid)
 
-    async def _run(self, ops: list[Any], reservation: _Reservation | None, now: float) -> Any:
+    async def _run(self, ops: list[Any], reservation: Reservation | None, now: float) -> Any:
         """Send the script its KEYS and its request; bounded by ``timeout``."""
         keys = KeyList(self._fixed)
         request: dict[str, Any] = {
@@ -477,8 +473,7 @@ class RedisState:
             "hp": self._prefix + "h:",
         }
         if reservation is not None:
-            kind, names, fields = reservation
-            request["r"] = [kind, *(keys.at(name) for name in names), *fields]
+            request["r"] = reservation.encode(keys)
         with anyio.fail_after(self.timeout):
             return await self._script(keys=keys.names, args=[json.dumps(request)])
 
@@ -631,7 +626,3 @@ class RedisState:
                 self._recoveries[key] = max(seen, health.recovery)
                 health.apply(key, now, recovered=health.recovery > seen and hk not in pending)
         view.applied = self._version
-
-
-_Reservation = tuple[str, tuple[str, ...], tuple[Any, ...]]
-"""A reservation for the script: its kind, its key names, its other fields."""
