@@ -414,8 +414,11 @@ async def test_redis_killed_and_restarted_loses_no_call_and_sharing_resumes(
 ) -> None:
     fake = FakeWishub(KEYS)
     state = RedisState.from_url(valkey.url, namespace="k", timeout=TIMEOUT)
-    async with fake.client(app_keys=KEYS, limits=RateLimit(requests=500), state=state) as wh:
+    limits = RateLimit(requests=500)
+    async with fake.client(app_keys=[WRONG, *KEYS], limits=limits, state=state) as wh:
         assert (await wh.map(embed, range(10))).values == [1] * 10
+        await flushed(state)
+        assert wh.key_status()[0].state is KeyState.QUARANTINED  # reported to Redis
         valkey.kill()
         with pytest.warns(SharedStateWarning) as caught:  # noqa: PT031 - three fan-outs
             for _ in range(3):
@@ -430,8 +433,10 @@ async def test_redis_killed_and_restarted_loses_no_call_and_sharing_resumes(
         await flushed(state)
     async with inspector(valkey) as raw:
         content = await everything(raw)
-    # The calls made while Redis was down were recorded once it came back.
+    # The calls made while Redis was down were recorded once it came back, and the
+    # quarantine Redis forgot was reported again.
     assert sum(len(value[2]) for name, value in content.items() if ":w:" in name) > 30
+    assert [value[2]["q"] for name, value in content.items() if ":h:" in name] == ["1"]
 
 
 @pytest.mark.asyncio

@@ -205,8 +205,8 @@ local function report(op)
   if op[7] ~= '' and op[8] > 0 and later_of(h, 'r:' .. op[7], at + op[8]) then
     changed = true
   end
+  if not changed then return end  -- nothing new: nothing written
   if op[9] ~= '' then redis.call('HSET', h, 'e', op[9]) end
-  if not changed then return end
   local seq = redis.call('HINCRBY', KEYS[1], 's', 1)
   redis.call('HSETNX', KEYS[1], 'e', fmt(now))
   redis.call('HSET', h, 'v', seq)
