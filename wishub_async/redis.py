@@ -474,7 +474,7 @@ class RedisState:
         }
         if reservation is not None:
             request["r"] = reservation.encode(keys)
-        with anyio.fail_after(self.timeout):
+        async with asyncio.timeout(self.timeout):  # cheaper than a cancel scope, here
             return await self._script(keys=keys.names, args=[json.dumps(request)])
 
     async def _drop_idle_connections(self) -> None:
