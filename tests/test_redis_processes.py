@@ -33,6 +33,11 @@ def valkey() -> Iterator[ValkeyProcess]:
         yield server
 
 
+def job_for(base_url: str, valkey: ValkeyProcess, **options: Any) -> dict[str, Any]:
+    """A worker's job: a fan-out over KEYS with a limit, sharing state on ``valkey``."""
+    return {"base_url": base_url, "redis_url": valkey.url, "keys": KEYS, **options}
+
+
 async def start(job: dict[str, Any]) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable,
@@ -63,13 +68,7 @@ async def test_four_processes_never_exceed_a_limit_in_total(valkey: ValkeyProces
     fake = FakeWishub(KEYS)
     enforced = fake.limit(requests=4, per=0.4, style="sliding")
     async with fake.serve() as base_url:
-        job = {
-            "base_url": base_url,
-            "redis_url": valkey.url,
-            "keys": KEYS,
-            "calls": 30,
-            "limit": {"requests": 4, "per": 0.4},
-        }
+        job = job_for(base_url, valkey, calls=30, limit={"requests": 4, "per": 0.4})
         workers = [await start(job) for _ in range(PROCESSES)]
         results = [await result_of(worker) for worker in workers]
     assert [result["done"] for result in results] == [30] * PROCESSES
@@ -92,15 +91,14 @@ async def test_a_key_revoked_in_one_process_is_dropped_by_all(
         return sum(1 for r in fake.requests if r.key == revoked and r.status == 401)
 
     async with fake.serve() as base_url:
-        job = {
-            "base_url": base_url,
-            "redis_url": valkey.url,
-            "keys": KEYS,
-            "calls": 12,
-            "limit": {"requests": 1000, "per": 1.0},
-            "concurrency": 4,
-            "stop_file": str(tmp_path / "stop"),
-        }
+        job = job_for(
+            base_url,
+            valkey,
+            calls=12,
+            limit={"requests": 1000, "per": 1.0},
+            concurrency=4,
+            stop_file=str(tmp_path / "stop"),
+        )
         workers = [await start(job) for _ in range(PROCESSES - 1)]
         await until(lambda: sent_to_revoked() >= 3 * PROCESSES)  # all are using it
         del fake.keys[revoked]  # revoked on the platform
@@ -126,14 +124,13 @@ async def test_redis_killed_mid_run_loses_no_call_and_sharing_resumes(
 ) -> None:
     fake = FakeWishub(KEYS)
     async with fake.serve() as base_url:
-        job = {
-            "base_url": base_url,
-            "redis_url": valkey.url,
-            "keys": KEYS,
-            "calls": 10,
-            "limit": {"requests": 5000, "per": 1.0},
-            "stop_file": str(tmp_path / "stop"),
-        }
+        job = job_for(
+            base_url,
+            valkey,
+            calls=10,
+            limit={"requests": 5000, "per": 1.0},
+            stop_file=str(tmp_path / "stop"),
+        )
         workers = [await start(job) for _ in range(PROCESSES)]
         await until(lambda: fake.count() >= 20 * PROCESSES)
         valkey.kill()

@@ -28,7 +28,8 @@ import logging
 import math
 import warnings
 import weakref
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 import anyio
 import attrs
@@ -70,7 +71,7 @@ if TYPE_CHECKING:
 
     from ._keys import AppKey, KeyRing
 
-__all__ = ["RedisState", "SharedStateWarning"]
+__all__ = ["RedisState", "SharedStateWarning", "SharingOptions"]
 
 log = logging.getLogger("wishub_async")
 
@@ -91,6 +92,15 @@ class SharedStateWarning(RuntimeWarning):
     Issued once per outage (and logged); sharing resumes by itself when Redis answers
     again, which is logged too.
     """
+
+
+class SharingOptions(TypedDict, total=False):
+    """``RedisState``'s options that ``from_url`` passes on (see the class)."""
+
+    hash_secret: str | bytes | None
+    lease: float
+    health_ttl: float
+    refresh_interval: float
 
 
 @attrs.frozen
@@ -232,40 +242,37 @@ class RedisState:
         url: str,
         *,
         namespace: str,
-        hash_secret: str | bytes | None = None,
         timeout: float = 0.25,
         max_connections: int = 16,
-        lease: float = 300.0,
-        health_ttl: float = 86_400.0,
-        refresh_interval: float = 0.5,
-        **redis_options: Any,
+        redis_options: Mapping[str, Any] | None = None,
+        **options: Unpack[SharingOptions],
     ) -> RedisState:
         """A state on the Redis at ``url`` (``redis://``, ``rediss://``, ``unix://``).
 
-        ``redis_options`` go to ``redis.asyncio.Redis.from_url`` (a password, TLS
-        files...); the socket timeouts are ``timeout``, the pool holds
-        ``max_connections``, and redis-py's own retries are off (a failed round trip
-        falls back at once). See the class for the other arguments.
+        The client is redis-py's ``redis.asyncio.Redis``, with socket timeouts of
+        ``timeout``, a pool of ``max_connections`` and its own retries off (a failed
+        round trip falls back at once); ``redis_options`` go to its ``from_url`` too
+        (TLS files, a password not in the URL...). The other arguments are the
+        class's; ``aclose()`` closes the client.
         """
         seconds = _positive("timeout", timeout)
-        options: dict[str, Any] = {
-            "socket_timeout": seconds,
-            "socket_connect_timeout": seconds,
-            "max_connections": _count("max_connections", max_connections),
-            "retry": Retry(NoBackoff(), 0),
-            **redis_options,
-        }
-        client = aioredis.Redis.from_url(url, **options)
+        client = aioredis.Redis.from_url(
+            url,
+            **{
+                "socket_timeout": seconds,
+                "socket_connect_timeout": seconds,
+                "max_connections": _count("max_connections", max_connections),
+                "retry": Retry(NoBackoff(), 0),
+                **(redis_options or {}),
+            },
+        )
         return cls(
             client,
             namespace=namespace,
-            hash_secret=hash_secret,
             timeout=seconds,
             max_connections=max_connections,
-            lease=lease,
-            health_ttl=health_ttl,
-            refresh_interval=refresh_interval,
             close_client=True,
+            **options,
         )
 
     def __repr__(self) -> str:
