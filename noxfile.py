@@ -70,6 +70,7 @@ def bench(session: nox.Session) -> None:
         "--out",
         "benchmarks/results/fanout-aiohttp.json",
     )
+    session.run("python", "benchmarks/batch.py", "--out", "benchmarks/results/batch.json")
     session.run(
         "python", "benchmarks/redis_state.py", "--out", "benchmarks/results/redis_state.json"
     )

@@ -22,12 +22,34 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Literal, cast
 
+import attrs
+
 if TYPE_CHECKING:
     import httpx
 
-__all__ = ["CLIENTS", "FAKE_KEY", "measure"]
+__all__ = ["CLIENTS", "FAKE_KEY", "HandModel", "HandModelList", "measure"]
 
 FAKE_KEY = "fakebench0000000000000000000000a"
+
+
+@attrs.frozen
+class HandModel:
+    """One model, as a hand-written client would declare it."""
+
+    id: str
+    object: str = "model"
+    created: str | int = ""
+    owned_by: str = ""
+
+
+@attrs.frozen
+class HandModelList:
+    """The model list, as a hand-written client would declare it."""
+
+    data: list[HandModel]
+    object: str = "list"
+
+
 Job = Callable[[], Awaitable[object]]
 
 
@@ -112,6 +134,30 @@ async def raw_aiohttp(base_url: str, concurrency: int) -> AsyncIterator[Job]:
 
 
 @asynccontextmanager
+async def raw_aiohttp_cattrs(base_url: str, concurrency: int) -> AsyncIterator[Job]:
+    """The same job written by hand: aiohttp GET + ``json()`` + a cattrs converter.
+
+    Its own attrs classes for the model list, and ``cattrs.Converter()`` as it comes
+    (``created`` is left as the platform sends it: a string or an int).
+    """
+    del concurrency
+    import aiohttp  # noqa: PLC0415
+    import cattrs  # noqa: PLC0415
+
+    converter = cattrs.Converter()
+    converter.register_structure_hook(str | int, lambda value, _: value)
+    headers = {"Authorization": f"Bearer {FAKE_KEY}"}
+    url = base_url + "/models"
+    async with aiohttp.ClientSession() as session:
+
+        async def job() -> object:
+            async with session.get(url, headers=headers) as response:
+                return converter.structure(await response.json(), HandModelList)
+
+        yield job
+
+
+@asynccontextmanager
 async def openai_sdk(base_url: str, concurrency: int) -> AsyncIterator[Job]:
     del concurrency  # the SDK's defaults, as it comes
     from openai import AsyncOpenAI  # noqa: PLC0415
@@ -130,6 +176,7 @@ CLIENTS: dict[str, Callable[[str, int], AbstractAsyncContextManager[Job]]] = {
     "raw-httpx": raw_httpx,
     "raw-httpx-keep100": raw_httpx_keep100,
     "raw-aiohttp": raw_aiohttp,
+    "raw-aiohttp-cattrs": raw_aiohttp_cattrs,
     "openai": openai_sdk,
 }
 

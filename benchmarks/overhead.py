@@ -16,36 +16,31 @@ import json
 import time
 from typing import TYPE_CHECKING
 
-import httpx
+from multidict import CIMultiDict, CIMultiDictProxy
 from server import MODELS_RESPONSE
 
-from wishub_async import AsyncWishub, Request, Response
+from wishub_async import AsyncWishub, Request
 from wishub_async._converter import structure_json
+from wishub_async._json import loads
+from wishub_async._wire import WireRequest, WireResponse
 from wishub_async.models import ModelList
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Mapping
+    from collections.abc import Awaitable, Callable
 
 __all__ = ["main"]
 
 BODY = MODELS_RESPONSE.partition(b"\r\n\r\n")[2]
-HEADERS = httpx.Headers({"content-type": "application/json"})
+HEADERS = CIMultiDictProxy(
+    CIMultiDict({"Content-Type": "application/json", "Content-Length": str(len(BODY))})
+)
+"""Headers as the aiohttp transport hands them on (the fast path's)."""
 
 
 class StubTransport:
-    async def send(
-        self,
-        method: str,
-        url: str,
-        headers: Mapping[str, str],
-        content: bytes | None,
-        *,
-        timeout: httpx.Timeout,
-        stream: bool,
-        key: str,
-    ) -> Response:
-        del method, url, headers, content, timeout, stream
-        return Response(200, HEADERS, BODY, key)
+    async def send(self, request: WireRequest) -> WireResponse:
+        del request
+        return WireResponse(200, HEADERS, BODY)
 
     async def aclose(self) -> None:
         pass
@@ -76,7 +71,7 @@ async def measure(count: int = 20_000, runs: int = 5) -> dict[str, float]:
         results: dict[str, float] = {}
         layers: dict[str, Callable[[], Awaitable[object]]] = {
             "models_list_us": wh.models.list,
-            "pipeline_us": lambda: wh._call(request),  # noqa: SLF001
+            "pipeline_us": lambda: wh._send(request),  # noqa: SLF001
         }
         for name, fn in layers.items():
             best = min([await _timed(fn, count) for _ in range(runs)])
@@ -93,7 +88,7 @@ def _structure_many(count: int) -> None:
 
 def _loads_many(count: int) -> None:
     for _ in range(count):
-        json.loads(BODY)
+        loads(BODY)
 
 
 def main() -> None:

@@ -17,9 +17,9 @@ import sys
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 if TYPE_CHECKING:
-    from collections.abc import Coroutine
+    from collections.abc import Callable, Coroutine
 
-__all__ = ["MODELS", "MODEL_COUNT", "main", "run_fast"]
+__all__ = ["MODELS", "MODEL_COUNT", "main", "run_fast", "serve"]
 
 T = TypeVar("T")
 
@@ -96,9 +96,10 @@ class HTTPProtocol(asyncio.Protocol):
         return NOT_FOUND
 
 
-async def serve(port: int) -> None:
+async def serve(port: int, protocol: Callable[[], asyncio.Protocol] = HTTPProtocol) -> None:
+    """Serve ``protocol`` on 127.0.0.1 (port 0: a free one), print the port, until SIGTERM."""
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(HTTPProtocol, "127.0.0.1", port, backlog=4096)
+    server = await loop.create_server(protocol, "127.0.0.1", port, backlog=4096)
     print(server.sockets[0].getsockname()[1], flush=True)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

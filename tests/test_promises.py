@@ -406,8 +406,8 @@ async def test_7_an_echoed_key_in_a_response_header_is_scrubbed(transport: Backe
 
 
 def test_7_a_key_split_across_stream_chunks_is_still_scrubbed() -> None:
+    from wishub_async._body import StreamBody  # noqa: PLC0415
     from wishub_async._keys import KeyPolicy, KeyRing  # noqa: PLC0415 - the unit under test
-    from wishub_async._pipeline import _StreamBody  # noqa: PLC0415
 
     class Pieces:
         def __init__(self, data: bytes, size: int) -> None:
@@ -431,7 +431,7 @@ def test_7_a_key_split_across_stream_chunks_is_still_scrubbed() -> None:
     data = (b"data: {'k': '" + K1.encode() + b"'}\n\n") * 3 + K1[:7].encode()
 
     async def read_all(size: int) -> bytes:
-        body = _StreamBody(Pieces(data, size), key, [])
+        body = StreamBody(Pieces(data, size), key, [])
         return b"".join([chunk async for chunk in body])
 
     for size in (1, 2, 5, 7, 31, 32, 33, 1000):

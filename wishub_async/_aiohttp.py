@@ -3,9 +3,10 @@
 Selected with ``AsyncWishub(backend="aiohttp")`` and installed with the extra
 ``wishub-async[aiohttp]``. It skips ``httpx.AsyncClient`` entirely (our ``Transport``
 protocol is the seam), which is where most of the per-request cost of the default
-path lies. It is the one module allowed to use asyncio. ``map_aiohttp_errors`` is
-its one chokepoint: it wraps the send, the body read and every stream read, so every
-aiohttp or asyncio exception becomes ours there and nowhere else.
+path lies. It is the one module allowed to use asyncio. ``translate_aiohttp_error``
+is its one chokepoint, applied by ``map_errors`` around the send, the body read and
+every stream read, so every aiohttp or asyncio exception becomes ours there and
+nowhere else.
 
 ``aclose()`` ends every send and read in flight: closing an aiohttp session does not
 wake a task waiting for a body, so the transport keeps the tasks it serves and
@@ -40,7 +41,7 @@ from .exceptions import (
     WishubError,
 )
 
-__all__ = ["AiohttpTransport", "client_timeout", "map_aiohttp_errors", "translate_aiohttp_error"]
+__all__ = ["AiohttpTransport", "client_timeout", "translate_aiohttp_error"]
 
 _KEEPALIVE_SECONDS = 30.0
 _DRAIN_SECONDS = 5.0
@@ -123,7 +124,8 @@ class AiohttpTransport:
             if self._closing:
                 raise ClientClosedError("the client is closed", label=request.label)
             session = self._open()
-        with self.map_errors(request.label):
+        label = request.label
+        with self.map_errors(label):
             reply = await session.request(
                 request.method,
                 request.url,
@@ -134,7 +136,7 @@ class AiohttpTransport:
             )
             if request.stream:
                 return WireResponse(
-                    reply.status, reply.headers, stream=_AiohttpStream(self, reply, request.label)
+                    reply.status, reply.headers, stream=_AiohttpStream(self, reply, label)
                 )
             body = await reply.read()  # releases the connection, or closes it on error
         return WireResponse(reply.status, reply.headers, body)
@@ -142,6 +144,19 @@ class AiohttpTransport:
     @contextmanager
     def map_errors(self, label: str | None) -> Iterator[None]:
         """Run a wire operation: abortable by ``aclose()``, aiohttp errors made ours."""
+        task = self._enter(label)
+        try:
+            yield
+        except asyncio.CancelledError:
+            self._closed_on(task, label)
+            raise
+        except (aiohttp.ClientError, TimeoutError, RuntimeError) as exc:
+            raise translate_aiohttp_error(exc, label) from exc
+        finally:
+            self._leave(task)
+
+    def _enter(self, label: str | None) -> asyncio.Task[object]:
+        """Count the running task as in flight, for ``aclose()`` to cancel."""
         if self._closing:
             raise ClientClosedError("the client is closed", label=label)
         task = asyncio.current_task()
@@ -149,22 +164,26 @@ class AiohttpTransport:
             raise ClientStateError("backend='aiohttp' must run inside an asyncio task")
         tasks = self._tasks
         tasks[task] = tasks.get(task, 0) + 1
-        try:
-            with map_aiohttp_errors(label):
-                yield
-        except asyncio.CancelledError:
-            # Our own cancel from aclose(), and no other one pending: the call ends here.
-            if self.is_closed and task.uncancel() == 0:
-                raise ClientClosedError(
-                    "the client was closed while this call was in flight", label=label
-                ) from None
-            raise
-        finally:
-            count = tasks.pop(task) - 1
-            if count:
-                tasks[task] = count
-            elif self._drained is not None and not tasks:
-                self._drained.set()
+        return task
+
+    def _leave(self, task: asyncio.Task[object]) -> None:
+        tasks = self._tasks
+        count = tasks.pop(task) - 1
+        if count:
+            tasks[task] = count
+        elif self._drained is not None and not tasks:
+            self._drained.set()
+
+    def _closed_on(self, task: asyncio.Task[object], label: str | None) -> None:
+        """A cancellation reached a wire operation: ours from ``aclose()``, or another's.
+
+        Ours, with no other pending, ends the call with ``ClientClosedError``
+        (``uncancel`` as ``asyncio.timeout`` does); any other goes on as it is.
+        """
+        if self.is_closed and task.uncancel() == 0:
+            raise ClientClosedError(
+                "the client was closed while this call was in flight", label=label
+            ) from None
 
     async def aclose(self) -> None:
         """End every send and read in flight, then close the session and its connections."""
@@ -203,21 +222,11 @@ def client_timeout(timeout: Timeout) -> aiohttp.ClientTimeout:
     )
 
 
-@contextmanager
-def map_aiohttp_errors(label: str | None) -> Iterator[None]:
-    """Turn what aiohttp (or asyncio under it) raises into our exceptions."""
-    try:
-        yield
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        raise translate_aiohttp_error(exc, label) from exc
-    except RuntimeError as exc:
-        # aiohttp raises RuntimeError for a closed session or a finished response.
-        raise ClientStateError(f"the aiohttp session cannot send: {exc}") from exc
-
-
 def translate_aiohttp_error(exc: BaseException, label: str | None) -> WishubError:
     """Our exception for an aiohttp or asyncio one; the message never includes a header."""
     name = type(exc).__name__
+    if isinstance(exc, RuntimeError):  # a closed session, a finished response
+        return ClientStateError(f"the aiohttp session cannot send: {exc}")
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return APITimeoutError(f"timed out connecting ({name})", label=label)
     if isinstance(exc, TimeoutError):  # SocketTimeoutError, ServerTimeoutError, others

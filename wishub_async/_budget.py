@@ -46,6 +46,7 @@ __all__ = [
     "Window",
     "estimate_tokens",
     "published_limits",
+    "spent_tokens",
 ]
 
 DEFAULT_COMPLETION_TOKENS = 1024
@@ -430,3 +431,16 @@ def published_limits() -> dict[str, RateLimit]:
         model: RateLimit(requests=requests, tokens=tokens, per=60.0)
         for model, (requests, tokens) in _PUBLISHED.items()
     }
+
+
+_TOTAL_TOKENS = b'"total_tokens"'
+
+
+def spent_tokens(content: bytes) -> int | None:
+    """``usage.total_tokens`` of a JSON answer, found without decoding all of it."""
+    at = content.rfind(_TOTAL_TOKENS)
+    if at < 0:
+        return None
+    digits = content[at + len(_TOTAL_TOKENS) : at + len(_TOTAL_TOKENS) + 24]
+    digits = digits.lstrip(b" \t\r\n:").split(b",", 1)[0].split(b"}", 1)[0].strip()
+    return int(digits) if digits.isdigit() else None

@@ -13,10 +13,10 @@ from typing import Any, Literal, Self, TypedDict, Unpack, overload
 import anyio
 
 from . import _clock
+from ._context import Expect, Send
 from ._converter import structure, structure_json
-from ._errors import ErrorTable, api_error
+from ._errors import ErrorTable, api_error, is_error_body
 from ._http import Request, Response
-from ._pipeline import Expect, Send, is_error_body
 from ._resources import request_body
 from ._sse import DONE, SSEDecoder, decode_payload
 from ._text import excerpt

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import enum
 import functools
-import ipaddress
-import urllib.parse
 import warnings
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -17,8 +14,17 @@ import anyio
 import attrs
 
 from . import _fanout
-from ._budget import Limits, RateLimit
+from ._budget import RateLimit
 from ._chat import Chat
+from ._context import (
+    JSON,
+    CallRecord,
+    Expect,
+    Lifecycle,
+    LifeState,
+    Send,
+    Shared,
+)
 from ._errors import DEFAULT_ERROR_TABLE, ErrorTable
 from ._events import Hooks
 from ._hosts import HOSTS, HostName, choose_base_url
@@ -26,25 +32,23 @@ from ._http import Handler, Middleware, Request, Response
 from ._httpx import HttpxTransport, new_httpx_client
 from ._images import Images
 from ._keys import AppKey, KeyPolicy, KeyRing, KeyStatus, load_keys
-from ._pipeline import (
-    JSON,
-    CallRecord,
-    Expect,
-    Lifecycle,
-    LifeState,
-    Pipeline,
-    Send,
-    Settings,
-    Shared,
+from ._options import (
+    UNCHANGED,
+    Options,
+    Unchanged,
+    check_count,
+    check_headers,
+    check_state,
+    type_check,
 )
+from ._pipeline import Pipeline
 from ._rerank import DEFAULT_RERANK_ROUTES, Rerank, RerankRoutes
 from ._resources import Embeddings, Models
 from ._retry import RetryPolicy
 from ._state import LocalState, State
 from ._timeout import Timeout
-from ._version import __version__
 from ._wire import Transport
-from .exceptions import ClientStateError, ConfigurationError
+from .exceptions import ClientStateError, ConfigurationError, InvalidRequestError
 
 if TYPE_CHECKING:
     import httpx
@@ -67,102 +71,6 @@ alive, use ``backend="aiohttp"`` (0.24 s there)."""
 T = TypeVar("T")
 ItemT = TypeVar("ItemT")
 Backend = Literal["httpx", "aiohttp"]
-
-
-class _Unchanged(enum.Enum):
-    """The typed default of ``with_options``: keep the current value."""
-
-    UNCHANGED = "unchanged"
-
-
-UNCHANGED = _Unchanged.UNCHANGED
-
-
-def _type_check(name: str, value: object, kind: type | tuple[type, ...]) -> None:
-    if not isinstance(value, kind):
-        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise ConfigurationError(f"{name}= takes a {names}, not {type(value).__name__}")
-
-
-@attrs.frozen
-class _Options:
-    """A view's options, checked once; ``with_options`` evolves them."""
-
-    base_url: str
-    timeout: Timeout
-    retry: RetryPolicy
-    headers: Mapping[str, str]
-    middleware: tuple[Middleware, ...]
-    hooks: Hooks
-    error_table: ErrorTable
-    allow_http: bool
-    limits: Limits
-    token_counter: Callable[[Request], int] | None
-    rerank_routes: RerankRoutes = DEFAULT_RERANK_ROUTES
-    flatten_text_parts: bool = False
-
-    @classmethod
-    def checked(
-        cls,
-        *,
-        base_url: object,
-        timeout: object,
-        retry: object,
-        headers: object,
-        middleware: object,
-        hooks: object,
-        error_table: object,
-        allow_http: object,
-        limits: object,
-        token_counter: object,
-        rerank_routes: object = DEFAULT_RERANK_ROUTES,
-        flatten_text_parts: object = False,
-    ) -> _Options:
-        """The options, or ``ConfigurationError`` naming the first one that is wrong."""
-        _type_check("allow_http", allow_http, bool)
-        _type_check("rerank_routes", rerank_routes, RerankRoutes)
-        _type_check("flatten_text_parts", flatten_text_parts, bool)
-        _type_check("retry", retry, RetryPolicy)
-        _type_check("hooks", hooks, Hooks)
-        _type_check("error_table", error_table, ErrorTable)
-        if not isinstance(middleware, Iterable) or not all(map(callable, middleware)):
-            raise ConfigurationError("middleware= takes a list of async callables")
-        if token_counter is not None and not callable(token_counter):
-            raise ConfigurationError("token_counter= takes a function of a Request")
-        return cls(
-            base_url=_check_base_url(base_url, allow_http=bool(allow_http)),
-            timeout=Timeout.coerce(timeout),
-            retry=retry,  # type: ignore[arg-type]  # checked above
-            headers=_check_headers(headers),
-            middleware=tuple(middleware),
-            hooks=hooks,  # type: ignore[arg-type]
-            error_table=error_table,  # type: ignore[arg-type]
-            allow_http=bool(allow_http),
-            limits=limits if isinstance(limits, Limits) else Limits.of(limits),
-            token_counter=token_counter,
-            rerank_routes=rerank_routes,  # type: ignore[arg-type]
-            flatten_text_parts=bool(flatten_text_parts),
-        )
-
-    def settings(self) -> Settings:
-        """What the pipeline sends with."""
-        parts = urllib.parse.urlsplit(self.base_url)
-        headers = {
-            "accept": "application/json",
-            "user-agent": f"wishub-async/{__version__}",
-            **{name.lower(): value for name, value in self.headers.items()},
-        }
-        return Settings(
-            base_url=self.base_url,
-            root_url=f"{parts.scheme}://{parts.netloc}",
-            timeout=self.timeout,
-            retry=self.retry,
-            error_table=self.error_table,
-            headers=headers,
-            hooks=self.hooks,
-            limits=self.limits,
-            **({} if self.token_counter is None else {"token_counter": self.token_counter}),
-        )
 
 
 class AsyncWishub:
@@ -219,7 +127,7 @@ class AsyncWishub:
     """
 
     _shared: Shared
-    _options: _Options
+    _options: Options
     _pinned: AppKey | None
     _pipeline: Pipeline
     _send: Send
@@ -251,7 +159,7 @@ class AsyncWishub:
     ) -> None:
         # Everything is checked before anything is opened: a constructor that fails
         # leaves nothing behind to warn about.
-        options = _Options.checked(
+        options = Options.checked(
             base_url=choose_base_url(host, base_url),
             timeout=timeout,
             retry=RetryPolicy() if retry is None else retry,
@@ -265,17 +173,17 @@ class AsyncWishub:
             rerank_routes=DEFAULT_RERANK_ROUTES if rerank_routes is None else rerank_routes,
             flatten_text_parts=flatten_text_parts,
         )
-        _check_count("max_concurrency", max_concurrency)
+        check_count("max_concurrency", max_concurrency)
         if per_key_concurrency is not None:
-            _check_count("per_key_concurrency", per_key_concurrency)
+            check_count("per_key_concurrency", per_key_concurrency)
         key_policy = KeyPolicy() if key_policy is None else key_policy
-        _type_check("key_policy", key_policy, KeyPolicy)
+        type_check("key_policy", key_policy, KeyPolicy)
         ring = KeyRing(
             load_keys(app_key, app_keys),
             per_key_concurrency=per_key_concurrency,
             policy=key_policy,
         )
-        state = _check_state(LocalState() if state is None else state)
+        state = check_state(LocalState() if state is None else state)
         transport = _make_transport(backend, http_client, max_concurrency)
         shared = Shared(
             transport=transport,
@@ -291,7 +199,7 @@ class AsyncWishub:
     def _bind(
         self,
         shared: Shared,
-        options: _Options,
+        options: Options,
         pinned: AppKey | None,
         *,
         record: CallRecord | None = None,
@@ -331,6 +239,34 @@ class AsyncWishub:
     def images(self) -> Images:
         """``wh.images``: images generated from a prompt."""
         return Images(self._send)
+
+    async def request(
+        self, method: str, path: str, *, json: Any = None, model: str | None = None
+    ) -> Response:
+        """Send one call as it is, for a route the SDK has no method for; its ``Response``.
+
+        The call goes through the middleware, the key choice and the retries like any
+        other, and the answer is settled (2xx, body read, an echoed key redacted);
+        errors raise as usual. Parse ``response.content`` yourself.
+
+            response = await wh.request("POST", "/embeddings", json=body)
+
+        Args:
+            method: the HTTP method, such as ``"POST"``.
+            path: the path below the base URL, such as ``"/chat/completions"``.
+            json: the JSON body, or None.
+            model: the model the call names; by default the body's ``"model"``.
+                Per-model key health (and rate budgets) follow it.
+
+        Raises:
+            InvalidRequestError: ``path`` does not start with ``/``, or the body is
+                not JSON; nothing was sent.
+        """
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise InvalidRequestError(f"path must start with '/', got {path!r}")
+        if model is None and isinstance(json, Mapping) and isinstance(json.get("model"), str):
+            model = json["model"]
+        return await self._send(Request(method, path, json=json, model=model))
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -395,19 +331,19 @@ class AsyncWishub:
     def with_options(
         self,
         *,
-        base_url: str | _Unchanged = UNCHANGED,
-        timeout: Timeout | float | httpx.Timeout | _Unchanged = UNCHANGED,
-        retry: RetryPolicy | _Unchanged = UNCHANGED,
-        headers: Mapping[str, str] | _Unchanged = UNCHANGED,
-        middleware: Sequence[Middleware] | _Unchanged = UNCHANGED,
-        hooks: Hooks | _Unchanged = UNCHANGED,
-        allow_http: bool | _Unchanged = UNCHANGED,
-        error_table: ErrorTable | _Unchanged = UNCHANGED,
-        limits: RateLimit | Mapping[str, RateLimit] | _Unchanged | None = UNCHANGED,
-        token_counter: Callable[[Request], int] | _Unchanged | None = UNCHANGED,
-        host: HostName | _Unchanged = UNCHANGED,
-        rerank_routes: RerankRoutes | _Unchanged = UNCHANGED,
-        flatten_text_parts: bool | _Unchanged = UNCHANGED,
+        base_url: str | Unchanged = UNCHANGED,
+        timeout: Timeout | float | httpx.Timeout | Unchanged = UNCHANGED,
+        retry: RetryPolicy | Unchanged = UNCHANGED,
+        headers: Mapping[str, str] | Unchanged = UNCHANGED,
+        middleware: Sequence[Middleware] | Unchanged = UNCHANGED,
+        hooks: Hooks | Unchanged = UNCHANGED,
+        allow_http: bool | Unchanged = UNCHANGED,
+        error_table: ErrorTable | Unchanged = UNCHANGED,
+        limits: RateLimit | Mapping[str, RateLimit] | Unchanged | None = UNCHANGED,
+        token_counter: Callable[[Request], int] | Unchanged | None = UNCHANGED,
+        host: HostName | Unchanged = UNCHANGED,
+        rerank_routes: RerankRoutes | Unchanged = UNCHANGED,
+        flatten_text_parts: bool | Unchanged = UNCHANGED,
     ) -> AsyncWishub:
         """A view with some options changed, sharing this client's pool and keys.
 
@@ -418,13 +354,13 @@ class AsyncWishub:
         current = self._options
         if host is not UNCHANGED:
             base_url = choose_base_url(host, None if base_url is UNCHANGED else base_url)
-        options = _Options.checked(
+        options = Options.checked(
             base_url=current.base_url if base_url is UNCHANGED else base_url,
             timeout=current.timeout if timeout is UNCHANGED else timeout,
             retry=current.retry if retry is UNCHANGED else retry,
             headers=current.headers
             if headers is UNCHANGED
-            else {**current.headers, **_check_headers(headers)},
+            else {**current.headers, **check_headers(headers)},
             middleware=current.middleware if middleware is UNCHANGED else middleware,
             hooks=current.hooks if hooks is UNCHANGED else hooks,
             error_table=current.error_table if error_table is UNCHANGED else error_table,
@@ -448,6 +384,11 @@ class AsyncWishub:
                 f"this view is pinned to key {self._pinned.label!r}; it cannot use {label!r}"
             )
         return _View(self._shared, self._options, self._shared.ring.get(label))
+
+    @property
+    def max_concurrency(self) -> int:
+        """Requests in flight at once over all keys (the width of a ``map``)."""
+        return self._shared.max_concurrency
 
     @property
     def key_labels(self) -> list[str]:
@@ -546,7 +487,7 @@ class _View(AsyncWishub):
     def __init__(
         self,
         shared: Shared,
-        options: _Options,
+        options: Options,
         pinned: AppKey | None,
         *,
         record: CallRecord | None = None,
@@ -591,82 +532,6 @@ async def _list_models(client: AsyncWishub) -> ModelList:
 
 def _call_middleware(middleware: Middleware, call_next: Handler, request: Request) -> Any:
     return middleware(request, call_next)
-
-
-_STATE_METHODS = ("reserve", "settle", "report", "refresh", "aclose")
-
-
-def _check_state(state: object) -> State:
-    if not all(callable(getattr(state, name, None)) for name in _STATE_METHODS):
-        raise ConfigurationError(
-            "state= takes a wishub_async.redis.RedisState (or another State),"
-            f" not {type(state).__name__}"
-        )
-    return state  # type: ignore[return-value]  # it has every method of the protocol
-
-
-def _check_count(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigurationError(f"{name} must be a whole number >= 1, got {value!r}")
-
-
-def _check_headers(headers: object) -> dict[str, str]:
-    if not isinstance(headers, Mapping):
-        raise ConfigurationError(f"headers= takes a mapping, not {type(headers).__name__}")
-    checked: dict[str, str] = {}
-    for name, value in headers.items():
-        if not isinstance(name, str) or not isinstance(value, str):
-            raise ConfigurationError("header names and values must be strings")
-        if name.lower() == "authorization":
-            raise ConfigurationError(
-                "set keys with app_key=/app_keys=, not an Authorization header"
-            )
-        if not _visible(name) or not _visible(value, space=True):
-            raise ConfigurationError(f"header {name!r} has control or non-ASCII characters")
-        checked[name] = value
-    return checked
-
-
-def _visible(text: str, *, space: bool = False) -> bool:
-    low = 0x20 if space else 0x21
-    return bool(text) and all(low <= ord(char) <= 0x7E for char in text)  # noqa: PLR2004
-
-
-def _check_base_url(base_url: object, *, allow_http: bool) -> str:
-    if not isinstance(base_url, str):
-        raise ConfigurationError(f"base_url must be a str, not {type(base_url).__name__}")
-    try:
-        url = urllib.parse.urlsplit(base_url.strip())
-        host = url.hostname
-        url.port  # noqa: B018 - raises ValueError for a bad port
-    except ValueError as exc:
-        raise ConfigurationError(f"base_url {base_url!r} is not a valid URL: {exc}") from None
-    if "@" in url.netloc:
-        raise ConfigurationError("base_url must not hold credentials; keys go in app_key=")
-    if url.scheme not in {"http", "https"} or not host:
-        raise ConfigurationError(f"base_url must be an http(s) URL with a host, got {base_url!r}")
-    if url.query or url.fragment or base_url.rstrip().endswith(("?", "#")):
-        raise ConfigurationError(
-            f"base_url {base_url!r} has a query or a fragment; give the API root only,"
-            " such as https://wishub-x1.ctyun.cn/v1"
-        )
-    if not _visible(base_url.strip()):
-        raise ConfigurationError(f"base_url {base_url!r} has spaces or control characters")
-    if url.scheme == "http" and not allow_http and not _is_loopback(host):
-        raise ConfigurationError(
-            f"refusing to send AppKeys over plain http to {host}; use https,"
-            " or pass allow_http=True if you really mean it"
-        )
-    return base_url.strip().rstrip("/")
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _make_transport(backend: object, http_client: object, max_concurrency: int) -> Transport:

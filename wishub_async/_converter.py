@@ -5,7 +5,6 @@ from __future__ import annotations
 import array
 import base64
 import binascii
-import json
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -15,6 +14,7 @@ import attrs
 import cattrs
 from cattrs.gen import make_dict_structure_fn
 
+from ._json import loads
 from ._text import excerpt
 from .exceptions import ResponseValidationError
 from .models import Embedding
@@ -37,8 +37,12 @@ _ALIASES: dict[type, tuple[tuple[str, str], ...]] = {
 field's own name is missing or null."""
 
 
-def make_converter() -> cattrs.Converter:
+def make_converter(*, detailed: bool = True) -> cattrs.Converter:
     """Build the converter every response goes through.
+
+    Two are built: a fast one without detailed validation for the hot path, and a
+    detailed one that runs only when the fast one fails, so an error still names the
+    path of the bad field (``$.data[1].id``). Both accept and refuse the same bodies.
 
     Decisions, each one deliberate:
 
@@ -57,13 +61,15 @@ def make_converter() -> cattrs.Converter:
       become tuples, so response objects are immutable all the way down.
     - Per-class hooks are generated once, on first use, and reused for every response.
     """
-    converter = cattrs.Converter(detailed_validation=True)
+    converter = cattrs.Converter(detailed_validation=detailed)
     converter.register_structure_hook(str, _strict(str))
     converter.register_structure_hook(bool, _strict(bool))
     converter.register_structure_hook(int, _strict_int)
     converter.register_structure_hook(float, _strict_float)
     converter.register_structure_hook_func(lambda t: t == (datetime | None), _created_hook)
-    converter.register_structure_hook_factory(_is_homogeneous_tuple, _tuple_hook(converter))
+    converter.register_structure_hook_factory(
+        _is_homogeneous_tuple, _tuple_hook(converter, detailed=detailed)
+    )
     converter.register_structure_hook_func(
         lambda t: t == tuple[float, ...], lambda value, _: decode_vector(value)
     )
@@ -154,10 +160,17 @@ def _is_homogeneous_tuple(cls: Any) -> bool:
     return get_origin(cls) is tuple and len(args) == 2 and args[1] is Ellipsis  # noqa: PLR2004
 
 
-def _tuple_hook(converter: cattrs.Converter) -> Callable[[Any], Callable[[Any, Any], Any]]:
+def _tuple_hook(
+    converter: cattrs.Converter, *, detailed: bool
+) -> Callable[[Any], Callable[[Any, Any], Any]]:
     def factory(cls: Any) -> Callable[[Any, Any], Any]:
         item_type = get_args(cls)[0]
         item_hook = converter.get_structure_hook(item_type)
+
+        def fast(value: Any, _: Any) -> tuple[Any, ...]:
+            if not isinstance(value, list):
+                raise TypeError(f"expected array, got {type(value).__name__}")
+            return tuple([item_hook(item, item_type) for item in value])
 
         def hook(value: Any, _: Any) -> tuple[Any, ...]:
             if not isinstance(value, list):
@@ -175,7 +188,7 @@ def _tuple_hook(converter: cattrs.Converter) -> Callable[[Any], Callable[[Any, A
                 raise cattrs.IterableValidationError(f"While structuring {cls!r}", errors, cls)
             return tuple(items)
 
-        return hook
+        return hook if detailed else fast
 
     return factory
 
@@ -201,9 +214,10 @@ def _attrs_hook(converter: cattrs.Converter) -> Callable[[Any], Callable[[Any, A
     return factory
 
 
-_CONVERTER = make_converter()
+_FAST = make_converter(detailed=False)
+_DETAILED = make_converter()
 _HOOKS: dict[Any, Callable[[Any, Any], Any]] = {}
-"""Each class's structure hook, looked up once instead of dispatched per response."""
+"""Each class's fast structure hook, looked up once instead of dispatched per response."""
 
 
 def structure_json(content: bytes, cls: type[T]) -> T:
@@ -214,7 +228,7 @@ def structure_json(content: bytes, cls: type[T]) -> T:
 def decode_json(content: bytes) -> Any:
     """Decode a 2xx JSON body, or raise ``ResponseValidationError``."""
     try:
-        return json.loads(content)
+        return loads(content)
     except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
         found = f"got: {excerpt(content)}" if content.strip() else "got an empty body"
         raise ResponseValidationError(
@@ -223,12 +237,20 @@ def decode_json(content: bytes) -> Any:
 
 
 def structure(data: Any, cls: type[T], content: bytes = b"") -> T:
-    """Structure decoded JSON into ``cls``, or raise ``ResponseValidationError``."""
+    """Structure decoded JSON into ``cls``, or raise ``ResponseValidationError``.
+
+    The fast hook runs first; only when it fails does the detailed one run again, to
+    say where the problem is.
+    """
     hook = _HOOKS.get(cls)
     if hook is None:
-        hook = _HOOKS[cls] = _CONVERTER.get_structure_hook(cls)
+        hook = _HOOKS[cls] = _FAST.get_structure_hook(cls)
     try:
         return hook(data, cls)  # type: ignore[no-any-return]  # the hook built for cls
+    except Exception:  # noqa: BLE001, S110 - the detailed pass below names the problem
+        pass
+    try:
+        return _DETAILED.structure(data, cls)
     except Exception as exc:
         problems = cattrs.transform_error(exc, path="$")
         first = problems[0] if problems else f"{type(exc).__name__}: {exc}"

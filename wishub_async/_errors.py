@@ -39,7 +39,9 @@ __all__ = [
     "KeyEffect",
     "api_error",
     "error_name",
+    "is_error_body",
     "parse_retry_after",
+    "request_id",
 ]
 
 _TYPE_NAME = re.compile(r"^[A-Z0-9_]+$")
@@ -272,11 +274,16 @@ def api_error(
         type=error_type,
         code=code,
         param=param,
-        request_id=next((headers[h] for h in _REQUEST_ID_HEADERS if h in headers), None),
+        request_id=request_id(headers),
         body=body,
         label=label,
         headers=headers,
     )
+
+
+def request_id(headers: Mapping[str, str]) -> str | None:
+    """The request id a response's headers carry (lower-case names), if any."""
+    return next((headers[name] for name in _REQUEST_ID_HEADERS if name in headers), None)
 
 
 def error_for(rule: ErrorRule, message: str, **fields: Any) -> APIError:
@@ -339,3 +346,15 @@ def error_name(error: Exception) -> str:
     if isinstance(error, APIError) and error.type:
         return error.type
     return type(error).__name__
+
+
+_RESULT_FIELDS = ("choices", "data", "results", "output")
+
+
+def is_error_body(data: Any) -> bool:
+    """Whether decoded JSON is an error envelope rather than a result."""
+    return (
+        isinstance(data, dict)
+        and bool(data.get("error"))
+        and not any(data.get(field) for field in _RESULT_FIELDS)
+    )

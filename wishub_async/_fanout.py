@@ -20,7 +20,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from . import _clock
 
 if TYPE_CHECKING:
-    from ._pipeline import CallRecord
+    from ._context import CallRecord
 
 __all__ = ["Outcome", "OutcomeList", "OutcomeStream", "as_completed", "bind_items", "run"]
 

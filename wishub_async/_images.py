@@ -6,9 +6,9 @@ import binascii
 from collections.abc import Mapping
 from typing import Any, Literal
 
+from ._context import Send
 from ._converter import structure_json
 from ._http import Request
-from ._pipeline import Send
 from ._resources import request_body
 from ._text import excerpt
 from .exceptions import InvalidRequestError, ResponseValidationError

@@ -127,13 +127,15 @@ class AppKey:
     resting: dict[str, float] = attrs.Factory(dict)  # model -> _clock.now() value
     budgets: dict[str, Budget] = attrs.Factory(dict)  # model -> its rate budget
     echoes: tuple[bytes, ...] = ()  # the forms of the secret a server may echo
+    echoed_texts: tuple[str, ...] = ()  # the same, as text (for header values)
 
     def __attrs_post_init__(self) -> None:
         secret = self.authorization.removeprefix("Bearer ")
         if len(secret) >= _MIN_LEN_TO_SCRUB:
             escaped = json.dumps(secret)[1:-1]
             forms = dict.fromkeys((escaped.replace("/", "\\/"), escaped, secret))
-            self.echoes = tuple(form.encode() for form in forms)  # longest first
+            self.echoed_texts = tuple(forms)  # longest first
+            self.echoes = tuple(form.encode() for form in forms)
 
     def __repr__(self) -> str:
         return f"<AppKey {self.label} {self.redacted} {self.state(_clock.now())}>"

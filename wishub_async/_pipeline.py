@@ -11,41 +11,35 @@ It reads top to bottom, one layer a method, in the manner of httpx's ``send``:
   transport, and the one place where a ``Response`` is built whole or an error body
   becomes an ``APIError``.
 
-A streamed response keeps its slots until its body is closed (``_StreamBody``); the
-key's health and the request-end hook wait for that too.
+A streamed response keeps its slots until its body is closed (``_body.StreamBody``);
+the key's budget and health and the request-end hook wait for that too. What the
+pipeline is made of (``Shared``, ``Settings``, ``Expect``) is in ``_context``; what an
+attempt holds (``Slot``) is in ``_slots``.
 """
 
 from __future__ import annotations
 
-import enum
 import functools
-import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import anyio
 import attrs
 
 from . import _clock
-from ._budget import (
-    NO_LIMITS,
-    AdaptiveRate,
-    Answer,
-    Budget,
-    Limits,
-    RateLimit,
-    Window,
-    estimate_tokens,
-)
-from ._errors import ErrorRule, ErrorTable, KeyEffect, api_error, error_name
-from ._events import BudgetWaited, Hooks, KeyStateChanged, RequestEnded, RetryScheduled, emit
+from ._body import StreamBody, close_abandoned, error_body, scrubbed_headers
+from ._budget import AdaptiveRate, Budget, RateLimit, Window, spent_tokens
+from ._context import JSON, CallRecord, Expect, Settings, Shared
+from ._errors import ErrorRule, KeyEffect, api_error, error_name, is_error_body
+from ._events import BudgetWaited, KeyStateChanged, RequestEnded, RetryScheduled, emit
 from ._http import Request, Response
-from ._keys import AppKey, KeyRing, StateChange
+from ._json import dumps, loads
+from ._keys import AppKey, StateChange
 from ._retry import RetryPolicy
-from ._state import LocalState, State, Ticket
-from ._timeout import Timeout
-from ._wire import Transport, WireRequest, WireStream
+from ._slots import Slot
+from ._state import LocalState
+from ._wire import WireRequest
 from .exceptions import (
     APIConnectionError,
     APIError,
@@ -60,120 +54,17 @@ from .exceptions import (
 if TYPE_CHECKING:
     from ._keys import Wait
 
-__all__ = [
-    "JSON",
-    "CallRecord",
-    "Expect",
-    "Lifecycle",
-    "Pipeline",
-    "Send",
-    "Settings",
-    "Shared",
-    "is_error_body",
-]
+__all__ = ["Pipeline"]
 
 log = logging.getLogger("wishub_async")
 
+
+_MIN_RESERVE_WAIT = 0.001
+"""The least a call waits when the budget it was chosen for is gone after all."""
+_ADAPTIVE_NAP = 0.1
+"""The longest one sleep for an adaptive budget lasts before the call looks again."""
+
 _ERROR_MARK = b'"error"'
-_RESULT_FIELDS = ("choices", "data", "results", "output")
-
-
-class LifeState(enum.Enum):
-    """Where a client is in its life."""
-
-    UNOPENED = "unopened"
-    OPEN = "open"
-    CLOSED = "closed"
-
-
-@attrs.define(eq=False)
-class Lifecycle:
-    """One client's state, shared by its views."""
-
-    state: LifeState = LifeState.UNOPENED
-    entered: bool = False  # `async with` ran (a first call also opens, implicitly)
-
-    def is_closed(self) -> bool:
-        """Whether ``aclose()`` has begun (a call: it may change across an await)."""
-        return self.state is LifeState.CLOSED
-
-    def check(self) -> None:
-        """Open an unopened client; refuse a closed one."""
-        if self.state is not LifeState.OPEN:
-            if self.state is LifeState.CLOSED:
-                raise ClientStateError("this AsyncWishub is closed; create a new one")
-            self.state = LifeState.OPEN
-
-
-@attrs.define(eq=False)
-class Shared:
-    """What every view of one client shares: the pool, the keys, the limits, the life."""
-
-    transport: Transport
-    ring: KeyRing
-    limiter: anyio.CapacityLimiter
-    lifecycle: Lifecycle
-    max_concurrency: int
-    owned: bool
-    state: State = attrs.field(factory=LocalState)
-    abandoned: list[_StreamBody] = attrs.field(factory=list)
-    """Stream bodies left without ``aclose`` (a ``break``): the next call closes them."""
-
-
-@attrs.frozen
-class Settings:
-    """What a view's calls are sent with; a view builds it once."""
-
-    base_url: str
-    root_url: str
-    timeout: Timeout
-    retry: RetryPolicy
-    error_table: ErrorTable
-    headers: Mapping[str, str]
-    hooks: Hooks
-    limits: Limits = NO_LIMITS
-    token_counter: Callable[[Request], int] = attrs.field(
-        default=lambda request: estimate_tokens(request.json)
-    )
-
-
-@attrs.frozen
-class Expect:
-    """Per-call plumbing that middleware never sees: what a good answer looks like.
-
-    Attributes:
-        accept: run on a streamed 2xx response inside the retry loop (a stream reads
-            its first chunk there); raising ``APIError`` or ``APIConnectionError``
-            fails the attempt, which is then retried like any other failure.
-        first_chunk_timeout: seconds an attempt of a stream may take up to its
-            accepted start (headers and first chunk), or None.
-        deadline: the ``_clock`` time by which the whole call must have started
-            (a stream's ``stream_timeout``), or None.
-    """
-
-    accept: Callable[[Response], Awaitable[None]] | None = None
-    first_chunk_timeout: float | None = None
-    deadline: float | None = None
-
-
-JSON = Expect()
-"""A whole JSON answer: the default."""
-
-
-class Send(Protocol):
-    """What resources call: a view's way into the pipeline (through its middleware)."""
-
-    def __call__(self, request: Request, expect: Expect = ...) -> Awaitable[Response]:
-        """Send ``request``; ``expect`` says what a good answer looks like."""
-        ...
-
-
-@attrs.define
-class CallRecord:
-    """What the calls of a tracked view did (for ``fan_out`` and ``map`` outcomes)."""
-
-    attempts: int = 0
-    label: str | None = None
 
 
 @attrs.define
@@ -192,89 +83,6 @@ class _Tally:
     tokens: int = 0  # tokens it reserves (when its limit counts tokens)
     label: str | None = None
     error: APIError | APIConnectionError | None = None
-
-
-@attrs.define(eq=False)
-class _Slot:
-    """The concurrency one attempt holds: its key's token, then a global one."""
-
-    key: AppKey
-    limiter: anyio.CapacityLimiter
-    holds_key: bool = False
-    holds_global: bool = False
-    counted: bool = False
-    ticket: Ticket | None = None
-    state: State | None = None
-
-    async def take(self) -> None:
-        # The key's own token first: a call queued for a busy key must not sit on a
-        # global slot that another key's call could use.
-        key = self.key
-        key.in_flight += 1
-        key.assigned += 1
-        self.counted = True
-        if key.limiter is not None:
-            await _acquire(key.limiter, self)
-            self.holds_key = True
-        await _acquire(self.limiter, self)
-        self.holds_global = True
-
-    def succeed(self, spent: int | None = None) -> None:
-        """The attempt succeeded (``spent``: its tokens, if known): free and settle."""
-        self.release()
-        ticket = self.ticket
-        if ticket is not None:
-            self._settle(Answer.OK, spent if ticket.tokens else None)
-
-    def fail(self, failure: BaseException | None) -> None:
-        """The attempt failed, or was cancelled, or never sent: free and settle.
-
-        An attempt that never left counts nothing; a rate-limit answer tells an
-        adaptive rate to slow down; any other end counts as a call the server saw.
-        """
-        self.release()
-        ticket = self.ticket
-        if ticket is None:
-            return
-        if not ticket.sent or isinstance(failure, ClientStateError):
-            self._settle(None, None)
-        elif isinstance(failure, APIError) and failure.rule is not None:
-            limited = failure.rule.key_effect is KeyEffect.COOL
-            self._settle(Answer.RATE_LIMITED if limited else Answer.OTHER, None)
-        else:
-            self._settle(Answer.OTHER, None)
-
-    def _settle(self, answer: Answer | None, spent: int | None) -> None:
-        ticket, state = self.ticket, self.state
-        if ticket is not None and state is not None and not ticket.settled:
-            ticket.settled = True
-            state.settle(ticket, answer, spent)
-
-    def release(self) -> None:
-        """Give the concurrency back; safe to call twice."""
-        key = self.key
-        if self.counted:
-            self.counted = False
-            key.in_flight -= 1
-        if self.holds_key and key.limiter is not None:
-            self.holds_key = False
-            key.limiter.release_on_behalf_of(self)
-        if self.holds_global:
-            self.holds_global = False
-            self.limiter.release_on_behalf_of(self)
-
-
-async def _acquire(limiter: anyio.CapacityLimiter, borrower: object) -> None:
-    """Take a token; go through the event loop only when there is none to take.
-
-    ``await limiter.acquire...()`` always yields to the event loop, even with tokens
-    to spare: a scheduler round trip per request. The attempt that follows yields
-    anyway, so cancellation is still checked promptly.
-    """
-    try:
-        limiter.acquire_on_behalf_of_nowait(borrower)
-    except anyio.WouldBlock:
-        await limiter.acquire_on_behalf_of(borrower)
 
 
 class Pipeline:
@@ -299,6 +107,7 @@ class Pipeline:
         record: CallRecord | None = None,
     ) -> None:
         self.shared = shared
+        self.shares_state = not isinstance(shared.state, LocalState)
         self.settings = settings
         self.pinned = pinned
         self.probe = probe
@@ -311,7 +120,7 @@ class Pipeline:
         shared = self.shared
         shared.lifecycle.check()
         if shared.abandoned:
-            await _close_abandoned(shared.abandoned)
+            await close_abandoned(shared.abandoned)
         wire = self._wire_parts(request)
         tally = _Tally(request, _clock.now())
         try:
@@ -330,30 +139,35 @@ class Pipeline:
     def _wire_parts(self, request: Request) -> _WireParts:
         """The URL, headers and body every attempt of the call sends (checked once)."""
         settings = self.settings
-        try:
-            content = (
-                None
-                if request.json is None
-                else json.dumps(request.json, ensure_ascii=False, separators=(",", ":")).encode()
-            )
-        except (TypeError, ValueError) as exc:
-            raise InvalidRequestError(f"the request body is not JSON: {exc}") from None
-        headers = dict(settings.headers)
-        for name, value in request.headers.items():
-            if not _header_safe(name) or not _header_safe(value, value=True):
-                raise InvalidRequestError(
-                    f"header {name!r} is not a string of visible ASCII characters; nothing was sent"
-                )
-            headers[name.lower()] = value
-        if content is not None:
-            headers["content-type"] = "application/json"
+        if request.json is None:
+            content, headers = None, settings.headers
+        else:
+            try:
+                content = dumps(request.json)
+            except (TypeError, ValueError) as exc:
+                raise InvalidRequestError(f"the request body is not JSON: {exc}") from None
+            headers = settings.json_headers
+        if request.headers:
+            headers = dict(headers)
+            for name, value in request.headers.items():
+                if not _header_safe(name) or not _header_safe(value, value=True):
+                    raise InvalidRequestError(
+                        f"header {name!r} is not a string of visible ASCII characters;"
+                        " nothing was sent"
+                    )
+                headers[name.lower()] = value
         base = settings.root_url if request.at_root else settings.base_url
         return _WireParts(base + request.path, headers, content)
 
     # -- layer 2: attempts, waits, keys ------------------------------------------------
 
     async def _send_with_retries(self, expect: Expect, wire: _WireParts, tally: _Tally) -> Response:
-        """Run attempts until one succeeds, the policy gives up, or a deadline passes."""
+        """Run attempts until one succeeds, the policy gives up, or a deadline passes.
+
+        Each attempt: a key chosen (free now, or waited for), its concurrency slots
+        and budget taken, one exchange; a failure decides whether to move to another
+        key, wait and retry, or give up.
+        """
         self._plan_budget(tally)
         policy = self.settings.retry
         deadline = expect.deadline
@@ -410,13 +224,15 @@ class Pipeline:
         return budget
 
     async def _attempts(self, expect: Expect, wire: _WireParts, tally: _Tally) -> Response:
+        send = self._send_first_chunk if tally.request.stream else self._send_one_attempt
         while True:
-            key = await self._choose_key(tally)
+            key = self._key_free_now(tally) or await self._choose_key(tally)
             tally.label = key.label
-            slot = _Slot(key, self.shared.limiter)
+            slot = Slot(key, self.shared.limiter)
             started = _clock.now()
             try:
-                await slot.take()
+                if not slot.take_now():
+                    await slot.take()
                 wait = await self._reserve(tally, slot) if tally.budgeted else 0.0
                 if wait:  # no room after all (another call, or another process, took it)
                     slot.release()
@@ -424,26 +240,33 @@ class Pipeline:
                     continue
                 tally.attempts += 1
                 started = _clock.now()
-                response = await self._send_one_attempt(expect, wire, tally, slot)
-            except ClientStateError as exc:
-                slot.fail(exc)
-                raise
-            except (APIError, APIConnectionError) as failure:
-                slot.fail(failure)
-                tally.error = failure
-                wait = self._after_failure(failure, key, _clock.now() - started, tally)
+                response = await send(expect, wire, tally, slot)
+            except BaseException as exc:  # noqa: BLE001 - re-raised unless an API failure
+                wait = self._attempt_failed(exc, slot, _clock.now() - started, tally)
                 if wait:
                     await _clock.sleep(wait)
                 continue
-            except BaseException as exc:
-                slot.fail(exc)
-                raise
             if not response.is_stream:
-                slot.succeed(spent_tokens(response.content))
+                ticket = slot.ticket
+                slot.succeed(spent_tokens(response.content) if ticket and ticket.tokens else None)
                 self._succeeded(key, _clock.now() - started)
             return response
 
-    async def _reserve(self, tally: _Tally, slot: _Slot) -> float:
+    def _attempt_failed(
+        self, exc: BaseException, slot: Slot, latency: float, tally: _Tally
+    ) -> float:
+        """An attempt failed: free its slot; raise, or say how long to wait (0: move).
+
+        Only an ``APIError`` or an ``APIConnectionError`` may be tried again; anything
+        else (a closed client, a cancellation, a bug) ends the call as it is.
+        """
+        slot.fail(exc)
+        if isinstance(exc, ClientStateError) or not isinstance(exc, APIError | APIConnectionError):
+            raise exc
+        tally.error = exc
+        return self._after_failure(exc, slot.key, latency, tally)
+
+    async def _reserve(self, tally: _Tally, slot: Slot) -> float:
         """Take the call's share of its key's budget: 0, or the seconds until it fits."""
         model = tally.request.model
         assert model is not None  # noqa: S101 - only budgeted calls name a model
@@ -505,6 +328,18 @@ class Pipeline:
             for other in self.shared.ring.keys
         )
 
+    def _key_free_now(self, tally: _Tally) -> AppKey | None:
+        """The common case without a trip through the event loop: a key free now."""
+        if tally.budgeted or self.shares_state:
+            return None
+        try:
+            choice = self.shared.ring.choose(
+                tally.request.model, self.pinned, tally.avoid, probe=self.probe
+            )
+        except WishubError:
+            return None  # _choose_key raises what fits
+        return choice if isinstance(choice, AppKey) else None
+
     async def _choose_key(self, tally: _Tally) -> AppKey:
         """The key for the next attempt, waiting out a short rest if need be.
 
@@ -514,7 +349,8 @@ class Pipeline:
         """
         ring, model = self.shared.ring, tally.request.model
         budget = functools.partial(self._budget_of, tally) if tally.budgeted else None
-        await self.shared.state.refresh(ring)
+        if self.shares_state:
+            await self.shared.state.refresh(ring)
         while True:
             try:
                 choice = ring.choose(
@@ -579,8 +415,21 @@ class Pipeline:
 
     # -- layer 3: one attempt ------------------------------------------------------------
 
+    async def _send_first_chunk(
+        self, expect: Expect, wire: _WireParts, tally: _Tally, slot: Slot
+    ) -> Response:
+        """A streamed attempt, bounded by ``idle_timeout`` up to its first chunk."""
+        timeout = expect.first_chunk_timeout
+        if timeout is None:
+            return await self._send_one_attempt(expect, wire, tally, slot)
+        with anyio.move_on_after(timeout):
+            return await self._send_one_attempt(expect, wire, tally, slot)
+        raise APITimeoutError(
+            f"no stream chunk within {timeout:g}s (idle_timeout)", label=slot.key.label
+        )
+
     async def _send_one_attempt(
-        self, expect: Expect, wire: _WireParts, tally: _Tally, slot: _Slot
+        self, expect: Expect, wire: _WireParts, tally: _Tally, slot: Slot
     ) -> Response:
         """One HTTP exchange on the slot's key: the response built whole, or the error."""
         request, key = tally.request, slot.key
@@ -598,27 +447,11 @@ class Pipeline:
             request.stream,
             key.label,
         )
-        if request.stream and expect.first_chunk_timeout is not None:
-            with anyio.move_on_after(expect.first_chunk_timeout):
-                return await self._exchange(attempt, expect, slot, tally)
-            raise APITimeoutError(
-                f"no stream chunk within {expect.first_chunk_timeout:g}s (idle_timeout)",
-                label=key.label,
-            )
-        response = await self._exchange(attempt, expect, slot, tally)
-        if lifecycle.is_closed() and not response.is_stream:
-            raise ClientClosedError("the client was closed while this call was in flight")
-        return response
-
-    async def _exchange(
-        self, attempt: WireRequest, expect: Expect, slot: _Slot, tally: _Tally
-    ) -> Response:
-        key = slot.key
         reply = await self.shared.transport.send(attempt)
         status = reply.status_code
-        headers = _scrubbed_headers(reply.headers, key)
+        headers = scrubbed_headers(reply.headers, key)
         if not 200 <= status < 300:  # noqa: PLR2004 - the 2xx family
-            content = reply.content if reply.stream is None else await _error_body(reply.stream)
+            content = reply.content if reply.stream is None else await error_body(reply.stream)
             raise api_error(
                 status,
                 headers,
@@ -630,8 +463,10 @@ class Pipeline:
             content = key.scrub(reply.content)
             if _ERROR_MARK in content:
                 self._raise_for_error_body(status, headers, content, key)
+            if lifecycle.is_closed():
+                raise ClientClosedError("the client was closed while this call was in flight")
             return Response(status, headers, content, key.label, tally.attempts)
-        body = _StreamBody(reply.stream, key, self.shared.abandoned)
+        body = StreamBody(reply.stream, key, self.shared.abandoned)
         response = Response(status, headers, b"", key.label, tally.attempts, body=body)
         if expect.accept is not None:
             try:
@@ -645,7 +480,7 @@ class Pipeline:
 
     def _stream_ended(
         self,
-        slot: _Slot,
+        slot: Slot,
         tally: _Tally,
         accepted: float,
         error: BaseException | None,
@@ -682,7 +517,7 @@ class Pipeline:
         without this they would parse into an empty result.
         """
         try:
-            data = json.loads(content)
+            data = loads(content)
         except (ValueError, RecursionError):
             return  # not JSON: the resource's converter says so
         if is_error_body(data):
@@ -801,120 +636,6 @@ class _WireParts:
     content: bytes | None
 
 
-class _BodyState(enum.Enum):
-    OPEN = "open"
-    CLOSED = "closed"
-
-
-class _StreamBody:
-    """A streamed response's body: scrubbed of the key, settled exactly once.
-
-    Bytes are passed on as they arrive, with the key replaced by its redacted id.
-    A chunk that ends with the start of the key keeps that tail back until the next
-    chunk shows whether the key follows (so a key split across two chunks is found
-    too); nothing else is ever held back.
-    """
-
-    def __init__(self, stream: WireStream, key: AppKey, abandoned: list[_StreamBody]) -> None:
-        self._stream = stream
-        self._key = key
-        self._abandoned = abandoned
-        self._held = b""
-        self._state = _BodyState.OPEN
-        self._settle: Callable[[BaseException | None, int | None], None] | None = None
-        self._tokens: int | None = None
-
-    def settle_with(self, settle: Callable[[BaseException | None, int | None], None]) -> None:
-        """Call ``settle`` once, with what ended the body and its tokens, when it closes."""
-        self._settle = settle
-
-    def note_tokens(self, tokens: int) -> None:
-        """The tokens the stream reported using (its usage chunk)."""
-        self._tokens = tokens
-
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self
-
-    async def __anext__(self) -> bytes:
-        key = self._key
-        if not key.echoes:
-            return await anext(self._stream)
-        while True:
-            chunk = await anext(self._stream, None)
-            if chunk is None:
-                if not self._held:
-                    raise StopAsyncIteration
-                held, self._held = self._held, b""
-                return held
-            data = key.scrub(self._held + chunk)
-            keep = _partial_echo(data, key.echoes)
-            self._held = data[len(data) - keep :] if keep else b""
-            data = data[: len(data) - keep]
-            if data:
-                return data
-
-    async def aclose(self, error: BaseException | None = None) -> None:
-        if self._state is _BodyState.CLOSED:
-            return
-        self._state = _BodyState.CLOSED
-        settle, self._settle = self._settle, None
-        try:
-            with anyio.CancelScope(shield=True):
-                await self._stream.aclose()
-        finally:
-            if settle is not None:
-                settle(error, self._tokens)
-
-    def release(self) -> None:
-        """Settle now, without I/O; the client's next call closes the connection."""
-        settle, self._settle = self._settle, None
-        if settle is not None:
-            settle(None, self._tokens)
-        if self._state is _BodyState.OPEN:
-            self._abandoned.append(self)
-
-
-async def _close_abandoned(abandoned: list[_StreamBody]) -> None:
-    with anyio.CancelScope(shield=True):
-        while abandoned:
-            await abandoned.pop().aclose()
-
-
-def _partial_echo(data: bytes, echoes: tuple[bytes, ...]) -> int:
-    """How many bytes at the end of ``data`` could be the start of an echoed key."""
-    longest = 0
-    for form in echoes:
-        first = form[:1]
-        position = data.find(first, max(len(data) - len(form) + 1, 0))
-        while position != -1 and len(data) - position > longest:
-            if form.startswith(data[position:]):
-                longest = len(data) - position
-                break
-            position = data.find(first, position + 1)
-    return longest
-
-
-async def _error_body(stream: WireStream) -> bytes:
-    try:
-        return await stream.read()
-    finally:
-        with anyio.CancelScope(shield=True):
-            await stream.aclose()
-
-
-def _scrubbed_headers(headers: Mapping[str, str], key: AppKey) -> Mapping[str, str]:
-    """The headers, with any value that echoes the key redacted (copied only then)."""
-    echoes = [form.decode() for form in key.echoes]
-    if not any(form in value for value in headers.values() for form in echoes):
-        return headers
-    scrubbed = {}
-    for name, value in headers.items():
-        for form in echoes:
-            value = value.replace(form, key.redacted)  # noqa: PLW2901 - the scrubbed value
-        scrubbed[name.lower()] = value
-    return scrubbed
-
-
 def _retryable(
     failure: APIError | APIConnectionError, rule: ErrorRule | None, policy: RetryPolicy
 ) -> bool:
@@ -924,32 +645,6 @@ def _retryable(
     if isinstance(failure, APITimeoutError):
         return policy.retry_timeouts
     return policy.retry_connection_errors
-
-
-_TOTAL_TOKENS = b'"total_tokens"'
-_MIN_RESERVE_WAIT = 0.001
-"""The least a call waits when the budget it was chosen for is gone after all."""
-_ADAPTIVE_NAP = 0.1
-"""The longest one sleep for an adaptive budget lasts before the call looks again."""
-
-
-def spent_tokens(content: bytes) -> int | None:
-    """``usage.total_tokens`` of a JSON answer, found without decoding all of it."""
-    at = content.rfind(_TOTAL_TOKENS)
-    if at < 0:
-        return None
-    digits = content[at + len(_TOTAL_TOKENS) : at + len(_TOTAL_TOKENS) + 24]
-    digits = digits.lstrip(b" \t\r\n:").split(b",", 1)[0].split(b"}", 1)[0].strip()
-    return int(digits) if digits.isdigit() else None
-
-
-def is_error_body(data: Any) -> bool:
-    """Whether decoded JSON is an error envelope rather than a result."""
-    return (
-        isinstance(data, dict)
-        and bool(data.get("error"))
-        and not any(data.get(field) for field in _RESULT_FIELDS)
-    )
 
 
 def _header_safe(text: object, *, value: bool = False) -> bool:

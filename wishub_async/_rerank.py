@@ -16,9 +16,9 @@ from typing import Any, Literal
 
 import attrs
 
+from ._context import Send
 from ._converter import decode_json, structure
 from ._http import Request
-from ._pipeline import Send
 from ._resources import request_body
 from .exceptions import InvalidRequestError
 from .models import RerankItem, RerankResult

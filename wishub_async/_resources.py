@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
+from ._context import Send
 from ._converter import structure_json
 from ._http import Request
-from ._pipeline import Send
 from .exceptions import InvalidRequestError
 from .models import EmbeddingList, ModelList
 

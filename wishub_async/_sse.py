@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 from typing import Any, Final
 
+from ._json import loads
 from ._text import excerpt
 from .exceptions import ResponseValidationError
 
@@ -132,7 +133,7 @@ def decode_payload(payload: str) -> list[Any]:
     if not text:
         return []
     try:
-        return [_JSON.decode(text)]
+        return [loads(text)]
     except (ValueError, RecursionError):
         pass
     values: list[Any] = []

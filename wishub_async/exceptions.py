@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from ._errors import ErrorRule
 
 __all__ = [
@@ -19,6 +21,7 @@ __all__ = [
     "APITimeoutError",
     "AuthenticationError",
     "BadRequestError",
+    "BatchFileError",
     "BudgetExceededError",
     "ClientClosedError",
     "ClientStateError",
@@ -56,6 +59,40 @@ class BudgetExceededError(WishubError, ValueError):
 
     For example a call reserving more tokens than a whole window allows.
     """
+
+
+class BatchFileError(InvalidRequestError):
+    """A batch file is malformed or cannot be used, so nothing was sent.
+
+    Raised before the first request: a requests file with a bad line (malformed JSON,
+    a missing or duplicate ``custom_id``, an unknown URL or method...), a results
+    file that is not one, or a results file another run is writing.
+
+    Attributes:
+        path: the file.
+        line: the line (1-based) of the first problem, or None for the whole file.
+        reason: what is wrong there.
+        problems: the problems as ``(line, reason)`` pairs in file order (the first
+            ones, up to a limit).
+        count: how many problems were found in all.
+        message: the first problem, and how many more there are.
+    """
+
+    def __init__(
+        self, path: str, problems: Sequence[tuple[int | None, str]], *, count: int | None = None
+    ) -> None:
+        self.path = path
+        self.problems = tuple(problems)
+        self.count = len(self.problems) if count is None else count
+        self.line, self.reason = self.problems[0] if self.problems else (None, "unusable")
+        where = path if self.line is None else f"{path}, line {self.line}"
+        more = self.count - 1
+        tail = f" (and {more} more problem{'s' * (more > 1)})" if more > 0 else ""
+        self.message = f"{where}: {self.reason}{tail}"
+        super().__init__(self.message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.__dict__))
 
 
 class ClientStateError(WishubError, RuntimeError):

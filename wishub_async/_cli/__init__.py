@@ -24,7 +24,7 @@ import anyio
 from .._hosts import HOSTS
 from .._keys import redact
 from ..exceptions import ConfigurationError
-from . import chat, images, models, rerank
+from . import batch, chat, images, models, rerank
 from .common import DEMO_KEY, EXIT_INTERRUPTED, EXIT_PIPE_CLOSED, EXIT_USAGE
 from .models import PROGRESS_MIN_KEYS
 
@@ -35,6 +35,7 @@ COMMANDS: dict[str, ModuleType] = {
     "chat": chat,
     "rerank": rerank,
     "images": images,
+    "batch": batch,
 }
 """Each subcommand's module, in the order ``--help`` lists them."""
 
@@ -53,6 +54,7 @@ examples:
   wishub rerank "pandas" "bamboo" "pandas eat bamboo" --demo  rank documents
   wishub images "a red panda" --demo          generate an image, saved as image.png
   wishub models --host x6                     the live x6 host (x1 is the default)
+  wishub batch in.jsonl -o out.jsonl          a file of requests over every key, resumable
 
 keys file: one key per line, or LABEL=KEY; blank lines and # comments are skipped.
 
@@ -120,7 +122,32 @@ def _common() -> _Parser:
         metavar="PATH",
         help="read AppKeys from a file: KEY or LABEL=KEY per line, # comments; - for stdin",
     )
+    limits = common.add_argument_group("rate budgets (per key and model)")
+    limits.add_argument(
+        "--rpm", type=_whole, metavar="N", help="at most N requests a minute (default: adapt)"
+    )
+    limits.add_argument(
+        "--tpm", type=_whole, metavar="N", help="at most N tokens (prompt + answer) a minute"
+    )
+    limits.add_argument(
+        "--budgets", action="store_true", help="at the end, a table of every key's budgets"
+    )
+    limits.add_argument(
+        "--published-limits",
+        action="store_true",
+        help="the platform's published limits for the models it lists (--rpm/--tpm: the rest)",
+    )
     return common
+
+
+def _whole(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError("a whole number of at least 1")
+    return number
 
 
 def _parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:

@@ -9,7 +9,7 @@ from typing import Any, TextIO
 from .._vision import image_part, user_message
 from ..exceptions import ConfigurationError, InvalidRequestError, WishubError
 from ..models import ChatCompletion
-from .common import DEMO_MODEL, EXIT_API_ERROR, EXIT_OK, client_from, describe_error
+from .common import DEMO_MODEL, EXIT_API_ERROR, EXIT_OK, describe_error, opened
 
 __all__ = ["SUMMARY", "add_arguments", "run"]
 
@@ -41,7 +41,7 @@ async def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     messages = _messages(args)
     params: dict[str, Any] = {"max_tokens": args.max_tokens, "temperature": args.temperature}
     try:
-        async with client_from(args) as wh:
+        async with opened(args, err) as wh:
             if not args.stream:
                 answer = await wh.chat.completions.create(model=model, messages=messages, **params)
                 _print_answer(answer, args.json, out, err)

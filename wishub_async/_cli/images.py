@@ -13,7 +13,7 @@ import anyio
 from .._vision import sniff_image_type
 from ..exceptions import ConfigurationError, WishubError
 from ..models import ImageList
-from .common import DEMO_MODEL, EXIT_OK, client_from, report_error
+from .common import DEMO_MODEL, EXIT_OK, opened, report_error
 
 __all__ = ["EXAMPLES", "SUMMARY", "add_arguments", "run"]
 
@@ -57,7 +57,7 @@ async def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if not args.url and not args.force:
         _refuse_existing(_names(args.output, args.n or 1, ".png"))
     try:
-        async with client_from(args) as wh:
+        async with opened(args, err) as wh:
             images = await wh.images.generate(
                 model=model,
                 prompt=args.prompt,

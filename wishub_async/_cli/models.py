@@ -10,7 +10,7 @@ from .._client import AsyncWishub
 from .._fanout import Outcome, OutcomeList
 from .._status import KeyStatus
 from ..models import ModelList
-from .common import EXIT_API_ERROR, EXIT_OK, client_from, describe_error
+from .common import EXIT_API_ERROR, EXIT_OK, describe_error, opened
 from .support import Progress, error_summary, table
 
 __all__ = ["PROGRESS_MIN_KEYS", "SUMMARY", "add_arguments", "run"]
@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 async def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """List the models; 1 if any key failed."""
-    async with client_from(args) as wh:
+    async with opened(args, err) as wh:
         total = len(wh.key_labels)
         show = args.progress
         if show is None:

@@ -10,7 +10,7 @@ from typing import Any, TextIO
 
 from ..exceptions import ConfigurationError, WishubError
 from ..models import RerankItem, RerankResult
-from .common import DEMO_MODEL, EXIT_OK, client_from, report_error
+from .common import DEMO_MODEL, EXIT_OK, opened, report_error
 from .support import table
 
 __all__ = ["EXAMPLES", "SUMMARY", "add_arguments", "run"]
@@ -52,7 +52,7 @@ async def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if not documents:
         raise ConfigurationError("rerank needs documents: after the query, or --documents-file")
     try:
-        async with client_from(args) as wh:
+        async with opened(args, err) as wh:
             result = await wh.rerank.create(
                 model=model, query=args.query, documents=documents, top_n=args.top_n
             )

@@ -22,12 +22,13 @@ import anyio
 import attrs
 import httpx
 
+from ._replies import JSON_HEADERS, Reply, error_reply
 from ._vision import content_problem, count_images
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from ._fake import FakeWishub, Reply
+    from ._fake import FakeWishub
 
 __all__ = [
     "FakeChat",
@@ -35,8 +36,6 @@ __all__ = [
     "StreamFailure",
     "chat_route",
     "embeddings_route",
-    "error_reply",
-    "json_reply",
 ]
 
 CREATED = 1_700_000_000
@@ -47,7 +46,6 @@ _PING = b"<ping>"
 _DROP = b"<drop>"
 _TOKEN = re.compile(r"\S+\s*|\s+")
 _SSE_HEADERS = {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache"}
-_JSON_HEADERS = {"content-type": "application/json"}
 
 
 @attrs.frozen
@@ -165,14 +163,14 @@ def vector(text: str, dimensions: int) -> list[float]:
 async def chat_route(fake: FakeWishub, key: str, payload: Any) -> Reply:
     """``POST /chat/completions``: a whole answer, or a stream of chunks."""
     if not isinstance(payload, dict) or not isinstance(payload.get("messages"), list):
-        return _failure(type="invalid_request_error", message="messages is required")
+        return error_reply(type="invalid_request_error", message="messages is required")
     model = payload.get("model")
     if model not in fake.models_of(key):
-        return _failure(type="model_not_found", message=f"model {model!r} not found")
+        return error_reply(type="model_not_found", message=f"model {model!r} not found")
     behaviour: FakeChat = fake.chat
     problem = content_problem(payload["messages"], text_only=model in behaviour.text_only)
     if problem is not None:
-        return _failure(type="invalid_request_error", message=problem)
+        return error_reply(type="invalid_request_error", message=problem)
     behaviour.images += count_images(payload["messages"])
     answer = _tokens(behaviour.reply if behaviour.reply is not None else _echo(payload))
     thinking = _tokens(behaviour.reasoning or "")
@@ -196,7 +194,7 @@ async def chat_route(fake: FakeWishub, key: str, payload: Any) -> Reply:
             "choices": [{"index": 0, "message": message, "finish_reason": finish}],
             "usage": usage,
         }
-        return _reply(200, dict(_JSON_HEADERS), _dumps(body))
+        return Reply(200, dict(JSON_HEADERS), _dumps(body))
     options = payload.get("stream_options")
     events = _chunks(
         {**head, "object": "chat.completion.chunk"},
@@ -206,7 +204,7 @@ async def chat_route(fake: FakeWishub, key: str, payload: Any) -> Reply:
         usage if isinstance(options, dict) and options.get("include_usage") else None,
     )
     body_stream = _stream(behaviour, events, behaviour._next_failure())  # noqa: SLF001
-    return _reply(200, dict(_SSE_HEADERS), body_stream)
+    return Reply(200, dict(_SSE_HEADERS), body_stream)
 
 
 def _chunks(
@@ -288,10 +286,10 @@ def _pieces(behaviour: FakeChat, frames: Iterator[bytes]) -> Iterator[bytes]:
 async def embeddings_route(fake: FakeWishub, key: str, payload: Any) -> Reply:
     """``POST /embeddings``: deterministic vectors under ``fake.embeddings.field``."""
     if not isinstance(payload, dict) or "input" not in payload:
-        return _failure(type="invalid_request_error", message="input is required")
+        return error_reply(type="invalid_request_error", message="input is required")
     model = payload.get("model")
     if model not in fake.models_of(key):
-        return _failure(type="model_not_found", message=f"model {model!r} not found")
+        return error_reply(type="model_not_found", message=f"model {model!r} not found")
     behaviour: FakeEmbeddings = fake.embeddings
     inputs = payload["input"]
     if isinstance(inputs, str) or (inputs and isinstance(inputs[0], int)):
@@ -314,29 +312,7 @@ async def embeddings_route(fake: FakeWishub, key: str, payload: Any) -> Reply:
         "data": data,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }
-    return _reply(200, dict(_JSON_HEADERS), _dumps(body))
-
-
-def json_reply(body: Any) -> Reply:
-    """A 200 reply with ``body`` as JSON."""
-    return _reply(200, dict(_JSON_HEADERS), _dumps(body))
-
-
-def error_reply(**fields: Any) -> Reply:
-    """The reply of a ``Failure`` with these fields (``type``, ``message``...)."""
-    return _failure(**fields)
-
-
-def _failure(**fields: Any) -> Reply:
-    from ._fake import Failure  # noqa: PLC0415 - _fake imports this module
-
-    return Failure(**fields).reply()
-
-
-def _reply(status: int, headers: dict[str, str], body: bytes | AsyncIterator[bytes]) -> Reply:
-    from ._fake import Reply  # noqa: PLC0415 - _fake imports this module
-
-    return Reply(status, headers, body)
+    return Reply(200, dict(JSON_HEADERS), _dumps(body))
 
 
 def _echo(payload: dict[str, Any]) -> str:

@@ -10,10 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from ._chat import CREATED, error_reply, json_reply
+from ._chat import CREATED
+from ._replies import error_reply, json_reply
 
 if TYPE_CHECKING:
-    from ._fake import FakeWishub, Reply
+    from ._fake import FakeWishub
+    from ._replies import Reply
 
 __all__ = ["FakeImages", "images_route", "png"]
 

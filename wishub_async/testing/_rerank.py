@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
-from ._chat import error_reply, json_reply
+from ._replies import error_reply, json_reply
 
 if TYPE_CHECKING:
-    from ._fake import FakeWishub, Reply
+    from ._fake import FakeWishub
+    from ._replies import Reply
 
 __all__ = ["DASHSCOPE_PATH", "FakeRerank", "dashscope_rerank_route", "rerank_route"]
 

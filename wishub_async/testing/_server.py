@@ -19,10 +19,11 @@ import anyio.abc
 import httpx
 from anyio.streams.tls import TLSListener
 
-from ._fake import CUT_BODY
+from ._replies import CUT_BODY
 
 if TYPE_CHECKING:
-    from ._fake import FakeWishub, Reply
+    from ._fake import FakeWishub
+    from ._replies import Reply
 
 __all__ = ["serve"]
 
