@@ -11,6 +11,8 @@ around the round trips of ``_shared_script``.
 - ``Ops`` is the queue of updates that wait for the next round trip (calls ended,
   reservations given back, key health reported), each encoded as the script wants it.
 - ``Health`` is a key's health as last pulled, in this process's clock.
+- ``key_hash`` is what stands for a key in the store, and the ``checked_*``
+  functions check ``RedisState``'s options.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import itertools
+import math
 import os
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -27,6 +30,7 @@ import attrs
 
 from ._budget import AdaptiveRate, Answer, Budget, BudgetStatus, RateLimit, Window
 from ._keys import AppKey
+from .exceptions import ConfigurationError
 
 __all__ = [
     "MAX_QUEUED",
@@ -40,6 +44,10 @@ __all__ = [
     "Seen",
     "SharedRate",
     "SharedWindow",
+    "checked_count",
+    "checked_namespace",
+    "checked_seconds",
+    "checked_secret",
     "default_hash_secret",
     "encode",
     "key_hash",
@@ -72,6 +80,44 @@ def new_id() -> str:
 def default_hash_secret(namespace: str) -> bytes:
     """The HMAC secret used when none is given: derived from the namespace."""
     return hashlib.sha256(b"wishub-async shared state\0" + namespace.encode()).digest()
+
+
+def checked_seconds(name: str, value: object) -> float:
+    """``value``, if it is a finite number of seconds above 0."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigurationError(f"{name} must be seconds, not {value!r}")
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigurationError(f"{name} must be above 0, got {value!r}")
+    return float(value)
+
+
+def checked_count(name: str, value: object) -> int:
+    """``value``, if it is a whole number >= 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(f"{name} must be an int >= 1, not {value!r}")
+    return value
+
+
+def checked_namespace(namespace: object) -> str:
+    """``namespace``, if it can stand in a cluster hash tag (no braces, no spaces)."""
+    if not isinstance(namespace, str) or not namespace:
+        raise ConfigurationError("namespace= must be a non-empty str")
+    if any(char in namespace for char in "{}") or not namespace.isprintable() or " " in namespace:
+        raise ConfigurationError(
+            f"namespace= {namespace!r} must be printable, without spaces or braces"
+        )
+    return namespace
+
+
+def checked_secret(hash_secret: str | bytes | None, namespace: str) -> bytes:
+    """The HMAC secret: ``hash_secret`` as bytes, or derived from the namespace."""
+    if hash_secret is None:
+        return default_hash_secret(namespace)
+    if isinstance(hash_secret, str):
+        hash_secret = hash_secret.encode()
+    if not isinstance(hash_secret, bytes) or not hash_secret:
+        raise ConfigurationError("hash_secret= must be a non-empty str or bytes")
+    return hash_secret
 
 
 def key_hash(secret: bytes, key: AppKey) -> str:

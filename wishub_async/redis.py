@@ -48,7 +48,10 @@ from ._sharing import (
     Seen,
     SharedRate,
     SharedWindow,
-    default_hash_secret,
+    checked_count,
+    checked_namespace,
+    checked_seconds,
+    checked_secret,
     encode,
     key_hash,
     mirror_of,
@@ -120,40 +123,6 @@ class _Ring:
     applied: int = 0
 
 
-def _positive(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigurationError(f"{name} must be seconds, not {value!r}")
-    if not (math.isfinite(value) and value > 0):
-        raise ConfigurationError(f"{name} must be above 0, got {value!r}")
-    return float(value)
-
-
-def _count(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigurationError(f"{name} must be an int >= 1, not {value!r}")
-    return value
-
-
-def _checked_namespace(namespace: object) -> str:
-    if not isinstance(namespace, str) or not namespace:
-        raise ConfigurationError("namespace= must be a non-empty str")
-    if any(char in namespace for char in "{}") or not namespace.isprintable() or " " in namespace:
-        raise ConfigurationError(
-            f"namespace= {namespace!r} must be printable, without spaces or braces"
-        )
-    return namespace
-
-
-def _secret(hash_secret: str | bytes | None, namespace: str) -> bytes:
-    if hash_secret is None:
-        return default_hash_secret(namespace)
-    if isinstance(hash_secret, str):
-        hash_secret = hash_secret.encode()
-    if not isinstance(hash_secret, bytes) or not hash_secret:
-        raise ConfigurationError("hash_secret= must be a non-empty str or bytes")
-    return hash_secret
-
-
 class RedisState:
     """Rate budgets and key health shared through Redis (pass it as ``state=``).
 
@@ -202,15 +171,15 @@ class RedisState:
         refresh_interval: float = 0.5,
         close_client: bool = False,
     ) -> None:
-        self.namespace = _checked_namespace(namespace)
-        self.timeout = _positive("timeout", timeout)
-        self.max_connections = _count("max_connections", max_connections)
-        self.lease = _positive("lease", lease)
-        self.health_ttl = _positive("health_ttl", health_ttl)
-        self.refresh_interval = _positive("refresh_interval", refresh_interval)
+        self.namespace = checked_namespace(namespace)
+        self.timeout = checked_seconds("timeout", timeout)
+        self.max_connections = checked_count("max_connections", max_connections)
+        self.lease = checked_seconds("lease", lease)
+        self.health_ttl = checked_seconds("health_ttl", health_ttl)
+        self.refresh_interval = checked_seconds("refresh_interval", refresh_interval)
         self._client = client
         self._close_client = close_client
-        self._secret = _secret(hash_secret, self.namespace)
+        self._secret = checked_secret(hash_secret, self.namespace)
         self._script: AsyncScript = client.register_script(SCRIPT)
         self._prefix = f"wishub:{{{self.namespace}}}:"
         self._fixed = (self._prefix + "hs", self._prefix + "hc")
@@ -255,13 +224,13 @@ class RedisState:
         (TLS files, a password not in the URL...). The other arguments are the
         class's; ``aclose()`` closes the client.
         """
-        seconds = _positive("timeout", timeout)
+        seconds = checked_seconds("timeout", timeout)
         client = aioredis.Redis.from_url(
             url,
             **{
                 "socket_timeout": seconds,
                 "socket_connect_timeout": seconds,
-                "max_connections": _count("max_connections", max_connections),
+                "max_connections": checked_count("max_connections", max_connections),
                 "retry": Retry(NoBackoff(), 0),
                 **(redis_options or {}),
             },
