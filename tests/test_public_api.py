@@ -31,7 +31,15 @@ def test_top_level_all_is_sorted_and_complete() -> None:
     assert wishub_async.__all__ == sorted(wishub_async.__all__, key=lambda n: (not n.isupper(), n))
     assert set(wishub_async.__all__) == EXPECTED
     public = {name for name in vars(wishub_async) if not name.startswith("_")}
-    submodules = {"annotations", "batch", "exceptions", "integrations", "models", "testing"}
+    submodules = {
+        "annotations",
+        "batch",
+        "exceptions",
+        "integrations",
+        "models",
+        "redis",
+        "testing",
+    }
     assert public - set(wishub_async.__all__) <= submodules
 
 
