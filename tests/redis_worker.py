@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 import warnings
@@ -52,6 +53,7 @@ async def work(job: dict[str, Any]) -> dict[str, Any]:
     }
     done, failed = 0, Counter[str]()
     stop = Path(job["stop_file"]) if job.get("stop_file") else None
+    parent = os.getppid()
     async with AsyncWishub(**options) as wh:
         await asyncio.sleep(max(job.get("start_at", 0.0) - time.time(), 0.0))
         started = time.perf_counter()
@@ -62,8 +64,8 @@ async def work(job: dict[str, Any]) -> dict[str, Any]:
             done += sum(1 for outcome in outcomes if outcome.ok)
             failed.update(type(o.error).__name__ for o in outcomes if o.error is not None)
             rounds += 1
-            if stop is None or stop.exists():
-                break
+            if stop is None or stop.exists() or os.getppid() != parent:
+                break  # done, told to stop, or the test that started it is gone
         wall = time.perf_counter() - started
         sharing = state.sharing if state is not None else False
     return {"done": done, "failed": dict(failed), "sharing": sharing, "wall": wall}

@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+import pytest_asyncio
 import redis.asyncio as aioredis
 from valkey_process import ValkeyProcess
 
@@ -38,14 +39,30 @@ def job_for(base_url: str, valkey: ValkeyProcess, **options: Any) -> dict[str, A
     return {"base_url": base_url, "redis_url": valkey.url, "keys": KEYS, **options}
 
 
-async def start(job: dict[str, Any]) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(WORKER),
-        json.dumps(job),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+Start = Callable[[dict[str, Any]], Awaitable[asyncio.subprocess.Process]]
+
+
+@pytest_asyncio.fixture
+async def start() -> AsyncIterator[Start]:
+    """Starts workers; any still running when the test ends (it failed) is killed."""
+    started: list[asyncio.subprocess.Process] = []
+
+    async def start(job: dict[str, Any]) -> asyncio.subprocess.Process:
+        worker = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(WORKER),
+            json.dumps(job),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        if worker.returncode is None:
+            worker.kill()
+            await worker.wait()
 
 
 async def result_of(worker: asyncio.subprocess.Process) -> dict[str, Any]:
@@ -64,7 +81,9 @@ async def until(condition: Callable[[], bool], seconds: float = 60.0) -> None:
 
 
 @pytest.mark.asyncio
-async def test_four_processes_never_exceed_a_limit_in_total(valkey: ValkeyProcess) -> None:
+async def test_four_processes_never_exceed_a_limit_in_total(
+    valkey: ValkeyProcess, start: Start
+) -> None:
     fake = FakeWishub(KEYS)
     enforced = fake.limit(requests=4, per=0.4, style="sliding")
     async with fake.serve() as base_url:
@@ -79,7 +98,7 @@ async def test_four_processes_never_exceed_a_limit_in_total(valkey: ValkeyProces
 
 @pytest.mark.asyncio
 async def test_a_key_revoked_in_one_process_is_dropped_by_all(
-    valkey: ValkeyProcess, tmp_path: Path
+    valkey: ValkeyProcess, tmp_path: Path, start: Start
 ) -> None:
     fake = FakeWishub(KEYS)
     revoked = KEYS[2]
@@ -120,7 +139,7 @@ async def test_a_key_revoked_in_one_process_is_dropped_by_all(
 
 @pytest.mark.asyncio
 async def test_redis_killed_mid_run_loses_no_call_and_sharing_resumes(
-    valkey: ValkeyProcess, tmp_path: Path
+    valkey: ValkeyProcess, tmp_path: Path, start: Start
 ) -> None:
     fake = FakeWishub(KEYS)
     async with fake.serve() as base_url:

@@ -14,7 +14,7 @@ Keys (``{ns}`` is the namespace, as a cluster hash tag; ``<hk>`` a key's keyed h
   ``d<id>:<tokens>`` once ended (scored ``ended + per``: the time it stops counting);
 - ``wishub:{ns}:t:<hk>:<model>``: the tokens of those members, summed;
 - ``wishub:{ns}:a:<hk>:<model>``: an adaptive rate (a hash: rate, peak, level, stamp,
-  cut, cuttable), the token bucket of ``_budget.AdaptiveRate``;
+  cut, cuttable, since, successes, probing), the token bucket of ``_budget.AdaptiveRate``;
 - ``wishub:{ns}:h:<hk>``: a key's health (a hash: ``q`` quarantined, ``c`` cooling
   until, ``r:<model>`` resting from a model until, ``e`` the last error's name, ``v``
   the change's sequence number, ``rv`` that of the last recovery);
@@ -34,9 +34,14 @@ from __future__ import annotations
 from ._budget import (
     _BURST_SECONDS,
     _DECREASE,
+    _DEEPEST_CUT,
+    _FAR_PROBE,
+    _FIRST_DECREASE,
     _FIRST_RATE,
-    _LEAST_PROBE,
     _LEAST_RATE,
+    _LEAST_SAMPLE,
+    _MOST_PROBE,
+    _NEAR,
     _PROBE,
     _RECOVER,
 )
@@ -127,12 +132,16 @@ end
 -- adaptive rates -------------------------------------------------------------------------
 
 local function bucket(a)
-  local v = redis.call('HMGET', a, 'rate', 'peak', 'level', 'stamp', 'cut', 'cuttable')
+  local v = redis.call('HMGET', a, 'rate', 'peak', 'level', 'stamp', 'cut', 'cuttable',
+                       'since', 'successes', 'probing')
   if not v[1] then
-    return {rate = @FIRST@, peak = 0, level = @FIRST@, stamp = now, cut = 0, cuttable = 1}
+    return {rate = @FIRST@, peak = 0, level = @FIRST@, stamp = now, cut = 0, cuttable = 1,
+            since = now, successes = 0, probing = 0}
   end
   return {rate = tonumber(v[1]), peak = tonumber(v[2]), level = tonumber(v[3]),
-          stamp = tonumber(v[4]), cut = tonumber(v[5]), cuttable = tonumber(v[6])}
+          stamp = tonumber(v[4]), cut = tonumber(v[5]), cuttable = tonumber(v[6]),
+          since = tonumber(v[7]) or now, successes = tonumber(v[8]) or 0,
+          probing = tonumber(v[9]) or 0}
 end
 
 local function refill(b)
@@ -143,15 +152,19 @@ end
 
 local function save(a, b)
   redis.call('HSET', a, 'rate', fmt(b.rate), 'peak', fmt(b.peak), 'level', fmt(b.level),
-             'stamp', fmt(b.stamp), 'cut', fmt(b.cut), 'cuttable', b.cuttable)
+             'stamp', fmt(b.stamp), 'cut', fmt(b.cut), 'cuttable', b.cuttable,
+             'since', fmt(b.since), 'successes', b.successes, 'probing', b.probing)
   redis.call('PEXPIRE', a, math.ceil(request.at * 1000))
 end
 
-local function increase(b)
-  if b.peak == 0 then return b.rate end  -- slow start
-  local target = @RECOVER@ * b.peak
-  if b.rate < target then return (target - b.rate) / 2 end
-  return math.max(@PROBE@ * b.rate, @LEAST_PROBE@)
+local function step(b)  -- AdaptiveRate._step (a peak of 0: none yet)
+  if b.peak == 0 then return 1 end  -- slow start
+  local gap = @RECOVER@ * b.peak - b.rate
+  if gap > 0 then return math.min(math.max(gap / (2 * b.rate), @PROBE@ * b.rate), gap) end
+  b.probing = 1
+  local probe = @FAR_PROBE@
+  if b.rate < @NEAR@ * b.peak then probe = @PROBE@ end
+  return math.min(probe * b.rate, @MOST_PROBE@)
 end
 
 local function finish_rate(op)  -- {'F', a, 'ok'|'rl'|'other', reserved at, ago}
@@ -160,10 +173,19 @@ local function finish_rate(op)  -- {'F', a, 'ok'|'rl'|'other', reserved at, ago}
   local b = bucket(a)
   if op[3] == 'ok' then
     b.cuttable = 1
-    b.rate = b.rate + increase(b) / b.rate
+    b.successes = b.successes + 1
+    b.rate = b.rate + step(b)
   elseif op[3] == 'rl' and b.cuttable == 1 and tonumber(op[4]) >= b.cut then
-    b.cut, b.cuttable, b.peak = now - op[5], 0, b.rate
-    b.rate = math.max(b.rate * @DECREASE@, @LEAST@)
+    local at = now - op[5]  -- AdaptiveRate.finish (a cut of 0: none yet)
+    local delivered = math.huge
+    if b.probing == 0 and b.successes >= @LEAST_SAMPLE@ and at > b.since then
+      delivered = b.successes / (at - b.since)
+    end
+    local decrease = @DECREASE@
+    if b.cut == 0 then decrease = @FIRST_DECREASE@ end
+    b.peak = math.min(b.rate, math.max(delivered, b.rate * @DEEPEST_CUT@))
+    b.rate = math.max(b.peak * decrease, @LEAST@)
+    b.cut, b.since, b.cuttable, b.successes, b.probing = at, at, 0, 0, 0
     refill(b)
     b.level = math.min(b.level, 0)
   end
@@ -301,7 +323,12 @@ _CONSTANTS = {
     "@DECREASE@": _DECREASE,
     "@RECOVER@": _RECOVER,
     "@PROBE@": _PROBE,
-    "@LEAST_PROBE@": _LEAST_PROBE,
+    "@NEAR@": _NEAR,
+    "@FAR_PROBE@": _FAR_PROBE,
+    "@MOST_PROBE@": _MOST_PROBE,
+    "@FIRST_DECREASE@": _FIRST_DECREASE,
+    "@LEAST_SAMPLE@": _LEAST_SAMPLE,
+    "@DEEPEST_CUT@": _DEEPEST_CUT,
 }
 
 
