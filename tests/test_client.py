@@ -14,6 +14,7 @@ from conftest import K1, K2, models_body
 from wishub_async import AsyncWishub, RetryPolicy, Timeout
 from wishub_async._client import DEFAULT_BASE_URL, DEFAULT_MAX_CONCURRENCY
 from wishub_async._httpx import HttpxTransport
+from wishub_async._httpx_pools import OwnPools
 from wishub_async.exceptions import ClientStateError, ConfigurationError
 from wishub_async.testing import FakeWishub
 
@@ -30,10 +31,11 @@ def transport_of(client: AsyncWishub) -> HttpxTransport:
 async def test_context_manager_opens_and_closes_the_owned_pool() -> None:
     async with AsyncWishub(app_key=K1) as wh:
         open_inside = not wh.is_closed
-        pool = transport_of(wh)._client
+        pools = transport_of(wh).owned_pools
     assert open_inside
     assert wh.is_closed
-    assert pool.is_closed
+    assert pools is not None
+    assert pools.is_closed
 
 
 @pytest.mark.anyio
@@ -101,20 +103,22 @@ async def test_a_callers_http_client_is_used_and_never_closed() -> None:
     await mine.aclose()
 
 
-def forget_an_open_client(pools: list[httpx.AsyncClient]) -> None:
+def forget_an_open_client(pools: list[OwnPools]) -> None:
     async def use() -> None:
         with respx.mock(base_url=BASE) as mock:
             mock.get("/models").respond(json=models_body("m"))
             wh = AsyncWishub(app_key=K1, base_url=BASE)
             await wh.models.list()  # opens it; nobody closes it
-            pools.append(transport_of(wh)._client)
+            owned = transport_of(wh).owned_pools
+            assert owned is not None
+            pools.append(owned)
 
     anyio.run(use)
     gc.collect()
 
 
 def test_collected_while_open_warns_without_io() -> None:
-    pools: list[httpx.AsyncClient] = []
+    pools: list[OwnPools] = []
     with pytest.warns(ResourceWarning, match="garbage collected while open"):
         forget_an_open_client(pools)
     assert not pools[0].is_closed  # the finaliser did no I/O
@@ -131,10 +135,10 @@ def test_an_unused_client_is_collected_silently() -> None:
 @pytest.mark.anyio
 async def test_pool_limits_follow_max_concurrency() -> None:
     async with AsyncWishub(app_key=K1, max_concurrency=321) as wh:
-        pool = transport_of(wh)._client._transport._pool  # type: ignore[attr-defined]
-        assert pool._max_connections == 321
-        assert pool._max_keepalive_connections == 20  # see HTTPX_KEEPALIVE
-    assert DEFAULT_MAX_CONCURRENCY > 20  # more connections than httpx.s default of 20
+        pools = transport_of(wh).owned_pools
+        assert pools is not None
+        assert pools.small_pools.max_connections == 321
+    assert DEFAULT_MAX_CONCURRENCY > 20  # more connections than httpx's default keeps
 
 
 def test_key_and_base_url_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -29,7 +29,7 @@ from ._errors import DEFAULT_ERROR_TABLE, ErrorTable
 from ._events import Hooks
 from ._hosts import HOSTS, HostName, choose_base_url
 from ._http import Handler, Middleware, Request, Response
-from ._httpx import HttpxTransport, new_httpx_client
+from ._httpx import HttpxTransport
 from ._images import Images
 from ._keys import AppKey, KeyPolicy, KeyRing, KeyStatus, load_keys
 from ._options import (
@@ -60,14 +60,6 @@ __all__ = ["DEFAULT_BASE_URL", "AsyncWishub"]
 
 DEFAULT_BASE_URL = HOSTS["x1"]
 DEFAULT_MAX_CONCURRENCY = 100
-HTTPX_KEEPALIVE = 20
-"""Idle connections the httpx pool keeps. Measured, not guessed: httpcore 1.0's pool
-walks every connection (and polls each idle socket) on every request start and end,
-so a pool that keeps all ``max_concurrency`` connections costs more per request than
-it saves: 200 keys x 5 calls at concurrency 100 took 17 s with 100 kept alive and
-2.4 s with 20 (``benchmarks/fanout.py``). For high concurrency with connections kept
-alive, use ``backend="aiohttp"`` (0.24 s there)."""
-
 T = TypeVar("T")
 ItemT = TypeVar("ItemT")
 Backend = Literal["httpx", "aiohttp"]
@@ -550,5 +542,5 @@ def _make_transport(backend: object, http_client: object, max_concurrency: int) 
     if backend != "httpx":
         raise ConfigurationError(f"backend must be 'httpx' or 'aiohttp', not {backend!r}")
     if http_client is None:
-        return HttpxTransport(new_httpx_client(max_concurrency, HTTPX_KEEPALIVE), owned=True)
+        return HttpxTransport.owned(max_concurrency)
     return HttpxTransport.of_caller(http_client)

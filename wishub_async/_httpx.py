@@ -1,4 +1,8 @@
-"""The default transport: one pooled ``httpx.AsyncClient`` behind our ``Transport``.
+"""The default transport: httpx behind our ``Transport``.
+
+It sends on pools of its own (``_httpx_pools``), or on the caller's
+``httpx.AsyncClient`` (``http_client=``), whose settings (hooks, auth, mounts) then
+apply; a caller's client is never closed by us.
 
 ``map_httpx_errors`` is the one place where httpx's exceptions become ours; it wraps
 the send, the body read and every stream read. Each of those also runs in a cancel
@@ -9,14 +13,14 @@ after the pool is gone.
 
 from __future__ import annotations
 
-import http.cookiejar
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
 
 import anyio
 import anyio.lowlevel
 import httpx
 
+from ._httpx_pools import OwnPools
 from ._timeout import Timeout
 from ._wire import WireRequest, WireResponse
 from .exceptions import (
@@ -28,31 +32,16 @@ from .exceptions import (
     WishubError,
 )
 
-__all__ = ["HttpxTransport", "map_httpx_errors", "new_httpx_client", "translate_httpx_error"]
+__all__ = ["HttpxTransport", "map_httpx_errors", "translate_httpx_error"]
 
 _MAX_CAUSES = 8
 _UNWIND_READS = 64
-_KEEPALIVE_EXPIRY = 30.0
 _TIMEOUT_PHASES = {
     "ConnectTimeout": "connecting",
     "ReadTimeout": "waiting for the response",
     "WriteTimeout": "sending the request",
     "PoolTimeout": "waiting for a free connection",
 }
-
-
-def new_httpx_client(max_connections: int, keepalive: int) -> httpx.AsyncClient:
-    """The client we own: no redirects followed, no cookies kept, TLS verified."""
-    limits = httpx.Limits(
-        max_connections=max_connections,
-        max_keepalive_connections=min(max_connections, keepalive),
-        keepalive_expiry=_KEEPALIVE_EXPIRY,
-    )
-    # No cookie ever stored: one key's gateway cookie must not ride along with another's.
-    no_cookies = http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
-    return httpx.AsyncClient(
-        limits=limits, follow_redirects=False, trust_env=True, cookies=no_cookies
-    )
 
 
 def translate_httpx_error(exc: httpx.HTTPError, label: str | None) -> WishubError:
@@ -79,23 +68,55 @@ def _first_message(exc: BaseException) -> str:
     return ""
 
 
-def _timeout(timeout: Timeout) -> httpx.Timeout:
-    return httpx.Timeout(
-        connect=timeout.connect, read=timeout.read, write=timeout.write, pool=timeout.pool
-    )
+class _CallerClient:
+    """Sends on the caller's ``httpx.AsyncClient``: its settings apply; never closed here."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self.client = client
+        self._timeouts: dict[Timeout, httpx.Timeout] = {}
+
+    @property
+    def is_closed(self) -> bool:
+        return self.client.is_closed
+
+    async def send(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        content: bytes | None,
+        timeout: Timeout,
+        *,
+        stream: bool,
+    ) -> httpx.Response:
+        phases = self._timeouts.get(timeout)
+        if phases is None:
+            phases = self._timeouts[timeout] = httpx.Timeout(
+                connect=timeout.connect, read=timeout.read, write=timeout.write, pool=timeout.pool
+            )
+        built = self.client.build_request(
+            method, url, headers=headers, content=content, timeout=phases
+        )
+        return await self.client.send(built, stream=stream)
+
+    async def aclose(self) -> None:
+        pass  # the caller's to close
 
 
 class HttpxTransport:
-    """Sends on one pooled ``httpx.AsyncClient``; closes it only if it owns it."""
+    """Sends on pools of its own, or on the caller's ``httpx.AsyncClient``."""
 
-    def __init__(self, client: httpx.AsyncClient, *, owned: bool) -> None:
-        self._client = client
-        self._owned = owned
+    def __init__(self, sender: OwnPools | _CallerClient) -> None:
+        self._sender = sender
         self._closing = False
         self._scopes: set[anyio.CancelScope] = set()
         self._drained: anyio.Event | None = None
-        self._timeouts: dict[Timeout, httpx.Timeout] = {}
         self._token: object = None
+
+    @classmethod
+    def owned(cls, max_connections: int) -> HttpxTransport:
+        """A transport on pools of its own: up to ``max_connections`` connections."""
+        return cls(OwnPools(max_connections))
 
     @classmethod
     def of_caller(cls, client: object) -> HttpxTransport:
@@ -104,28 +125,30 @@ class HttpxTransport:
             raise ConfigurationError(
                 f"http_client= takes an httpx.AsyncClient, not {type(client).__name__}"
             )
-        return cls(client, owned=False)
+        return cls(_CallerClient(client))
+
+    @property
+    def owned_pools(self) -> OwnPools | None:
+        """The pools this transport owns (None on a caller's client)."""
+        return self._sender if isinstance(self._sender, OwnPools) else None
 
     def __repr__(self) -> str:
         state = "closed" if self._closing else "open"
-        return f"<HttpxTransport {state} owned={self._owned}>"
+        return f"<HttpxTransport {state} owned={self.owned_pools is not None}>"
 
     async def send(self, request: WireRequest) -> WireResponse:
-        """Send one attempt on the pool (see ``Transport.send``)."""
-        timeout = self._timeouts.get(request.timeout)
-        if timeout is None:
-            timeout = self._timeouts[request.timeout] = _timeout(request.timeout)
+        """Send one attempt (see ``Transport.send``)."""
         if self._token is None:  # the loop of the first send: connections belong to it
             self._token = anyio.lowlevel.current_token().native_token
         with self.map_errors(request.label):
-            built = self._client.build_request(
+            reply = await self._sender.send(
                 request.method,
                 request.url,
-                headers=request.headers,
-                content=request.content,
-                timeout=timeout,
+                request.headers,
+                request.content,
+                request.timeout,
+                stream=request.stream,
             )
-            reply = await self._client.send(built, stream=request.stream)
         if request.stream:
             return WireResponse(
                 reply.status_code, reply.headers, stream=_HttpxStream(self, reply, request.label)
@@ -161,11 +184,11 @@ class HttpxTransport:
 
     @property
     def is_closed(self) -> bool:
-        """Whether the caller's or our client is closed."""
-        return self._closing or self._client.is_closed
+        """Whether this transport, or the caller's client, is closed."""
+        return self._closing or self._sender.is_closed
 
     async def aclose(self) -> None:
-        """End every send and read in flight, then close the pool if we created it."""
+        """End every send and read in flight, then close the pools if they are ours."""
         if self._closing:
             return
         self._closing = True
@@ -176,8 +199,7 @@ class HttpxTransport:
                     scope.cancel()
                 with anyio.move_on_after(5):
                     await self._drained.wait()
-            if self._owned:
-                await self._client.aclose()
+            await self._sender.aclose()
 
 
 @contextmanager

@@ -117,6 +117,7 @@ class Options:
         parts = urllib.parse.urlsplit(self.base_url)
         headers = {
             "accept": "application/json",
+            "accept-encoding": "gzip, deflate",
             "user-agent": f"wishub-async/{__version__}",
             **{name.lower(): value for name, value in self.headers.items()},
         }

@@ -73,6 +73,15 @@ async def _connection(fake: FakeWishub, stream: anyio.abc.ByteStream) -> None:
             return
 
 
+def _path_of(target: str) -> str:
+    """A request target's path; an absolute one (sent to a proxy) answered as if proxied."""
+    path = target.split("?", maxsplit=1)[0]
+    if path.startswith(("http://", "https://")):
+        start = path.find("/", path.index("//") + 2)
+        path = "/" if start < 0 else path[start:]
+    return path
+
+
 async def _exchange_unless_hung_up(
     fake: FakeWishub,
     stream: anyio.abc.ByteStream,
@@ -92,7 +101,7 @@ async def _exchange_unless_hung_up(
 
         async def exchange() -> None:
             nonlocal carry_on
-            reply = await fake.answer(method, target.split("?")[0], headers, body)
+            reply = await fake.answer(method, _path_of(target), headers, body)
             carry_on = await _reply(stream, reply)
             group.cancel_scope.cancel()
 
