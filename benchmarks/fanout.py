@@ -1,110 +1,98 @@
-"""Fan-out benchmark: 200 keys x 5 calls against the fake with a fixed 20 ms latency.
+"""Fan-out benchmark: 200 keys x 5 calls at concurrency 100, against the ideal time.
 
-Reports the wall time against the ideal (calls x latency / concurrency) and the
-memory per key. The fake runs in its own process on loopback, so the client's
-process measures only the client.
+The server (``server.py --latency S``) answers every call after ``S`` seconds, so the
+ideal wall time is calls x latency / concurrency; a client that reaches it is never
+the bottleneck. wishub_async runs ``fan_out`` over 200 keys with
+``max_concurrency=100``; the raw peers (``clients.py``'s jobs, one key) run the same
+1,000 calls, 100 at a time. Prints one JSON line::
 
-    python benchmarks/fanout.py [--keys 200] [--calls 5] [--latency 0.02]
+    python benchmarks/fanout.py wishub-httpx --url http://127.0.0.1:PORT/v1 --latency 0.5
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
-import subprocess
 import sys
 import time
-import tracemalloc
-from pathlib import Path
 from typing import Literal
 
-import anyio
+from clients import CLIENTS
 
 from wishub_async import AsyncWishub
 from wishub_async.models import ModelList
 
-SERVER = """
-import importlib.util, sys, anyio
-from wishub_async.testing import FakeWishub
-
-async def main():
-    fake = FakeWishub(latency=float(sys.argv[1]))
-    async with fake.serve() as url:
-        print(url, flush=True)
-        await anyio.sleep_forever()
-
-uvloop = importlib.util.find_spec("uvloop") is not None
-anyio.run(main, backend_options={"use_uvloop": uvloop})
-"""
+__all__ = ["main"]
 
 
-async def run(
+async def wishub(
     base_url: str, keys: int, calls: int, concurrency: int, backend: Literal["httpx", "aiohttp"]
-) -> dict[str, float]:
+) -> tuple[float, int]:
+    """Wall time and failures of ``fan_out`` over ``keys`` keys, ``calls`` calls each."""
     secrets = [f"{n:032x}" for n in range(keys)]
-    tracemalloc.start()  # only while the client is built: tracing slows everything
-    before = tracemalloc.get_traced_memory()[0]
-    client = AsyncWishub(
+    async with AsyncWishub(
         app_keys=secrets, base_url=base_url, max_concurrency=concurrency, backend=backend
-    )
-    built = tracemalloc.get_traced_memory()[0]
-    tracemalloc.stop()
-    async with client as wh:
+    ) as wh:
 
-        async def five(view: AsyncWishub) -> list[ModelList]:
+        async def each(view: AsyncWishub) -> list[ModelList]:
             return [await view.models.list() for _ in range(calls)]
 
-        await wh.fan_out(lambda view: view.models.list())  # warm the pool
+        await wh.fan_out(lambda view: view.models.list())  # opens the connections
         started = time.perf_counter()
-        outcomes = await wh.fan_out(five)
-        wall = time.perf_counter() - started
-        failed = len(outcomes.failed)
-    return {"wall_s": wall, "failed": failed, "bytes_per_key": (built - before) / keys}
+        outcomes = await wh.fan_out(each)
+        return time.perf_counter() - started, len(outcomes.failed)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
+async def raw(client: str, base_url: str, total: int, concurrency: int) -> tuple[float, int]:
+    """Wall time of ``total`` calls of a peer's job, ``concurrency`` at a time."""
+    gate = asyncio.Semaphore(concurrency)
+    async with CLIENTS[client](base_url, concurrency) as job:
+
+        async def one() -> None:
+            async with gate:
+                await job()
+
+        await asyncio.gather(*(one() for _ in range(concurrency)))  # opens the connections
+        started = time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(total)))
+        return time.perf_counter() - started, 0
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "client", choices=["wishub-httpx", "wishub-aiohttp", "raw-httpx", "raw-aiohttp"]
+    )
+    parser.add_argument("--url", required=True, help="a server.py --latency S base URL")
+    parser.add_argument("--latency", type=float, required=True, help="the server's S")
     parser.add_argument("--keys", type=int, default=200)
     parser.add_argument("--calls", type=int, default=5)
-    parser.add_argument("--latency", type=float, default=0.02)
     parser.add_argument("--concurrency", type=int, default=100)
-    parser.add_argument("--backend", default="httpx", choices=["httpx", "aiohttp"])
-    parser.add_argument("--uvloop", action="store_true", help="run the client on uvloop")
-    parser.add_argument("--out", type=Path)
-    args = parser.parse_args()
-    server = subprocess.Popen(
-        [sys.executable, "-c", SERVER, str(args.latency)], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        base_url = server.stdout.readline().strip() if server.stdout else ""
-        result = anyio.run(
-            run,
-            base_url,
-            args.keys,
-            args.calls,
-            args.concurrency,
-            args.backend,
-            backend_options={"use_uvloop": args.uvloop},
-        )
-    finally:
-        server.terminate()
-        server.wait()
+    args = parser.parse_args(argv)
     total = args.keys * args.calls
+    if args.client.startswith("wishub-"):
+        backend: Literal["httpx", "aiohttp"] = (
+            "aiohttp" if args.client == "wishub-aiohttp" else "httpx"
+        )
+        run = wishub(args.url, args.keys, args.calls, args.concurrency, backend)
+    else:
+        run = raw(args.client, args.url, total, args.concurrency)
+    wall, failed = asyncio.run(run)
     ideal = total * args.latency / args.concurrency
     report = {
-        "keys": args.keys,
-        "calls_per_key": args.calls,
+        "client": args.client,
+        "calls": total,
+        "keys": args.keys if args.client.startswith("wishub-") else 1,
         "latency_s": args.latency,
         "concurrency": args.concurrency,
-        "backend": args.backend,
         "ideal_s": ideal,
-        **result,
-        "ratio_to_ideal": result["wall_s"] / ideal,
+        "wall_s": wall,
+        "failed": failed,
+        "ratio_to_ideal": wall / ideal,
     }
-    print(json.dumps(report, indent=2))
-    if args.out:
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report))
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -1,7 +1,9 @@
 """A fast loopback wishub for benchmarks: a raw asyncio protocol, HTTP/1.1 keep-alive.
 
-``GET /v1/models`` answers a fixed model list (any key is accepted); ``GET /stats``
-answers how many connections and requests the server has seen. Requests are parsed
+``GET /v1/models`` answers a fixed model list and ``POST /v1/embeddings`` a fixed
+embedding (any key is accepted, any body), after
+``--latency`` seconds if given; ``GET /stats`` answers how many connections and
+requests the server has seen. Requests are parsed
 just enough to find their end and their path, pipelined requests included. It runs in
 its own process (``python benchmarks/server.py``), on uvloop when that is installed,
 and prints its port on stdout.
@@ -23,7 +25,7 @@ __all__ = ["MODELS", "MODEL_COUNT", "main", "run_fast", "serve"]
 
 T = TypeVar("T")
 
-MODEL_COUNT = 8
+MODEL_COUNT = 40
 MODELS = {
     "object": "list",
     "data": [
@@ -49,12 +51,20 @@ def _response(body: bytes, status: bytes = b"200 OK") -> bytes:
 
 
 MODELS_RESPONSE = _response(json.dumps(MODELS, ensure_ascii=False).encode())
+EMBEDDING = {
+    "object": "list",
+    "model": "bge-m3",
+    "data": [{"object": "embedding", "index": 0, "embedding": [0.125] * 16}],
+    "usage": {"prompt_tokens": 3, "total_tokens": 3},
+}
+EMBEDDING_RESPONSE = _response(json.dumps(EMBEDDING).encode())
 NOT_FOUND = _response(b'{"error":{"type":"not_found","message":"no such path"}}', b"404 Not Found")
 
 
 class Stats:
     connections = 0
     requests = 0
+    latency = 0.0
 
 
 class HTTPProtocol(asyncio.Protocol):
@@ -76,20 +86,35 @@ class HTTPProtocol(asyncio.Protocol):
             end = buffer.find(b"\r\n\r\n", start)
             if end < 0:
                 break
-            # Requests carry no body (GET); the path is the second word of the first line.
+            # The path is the second word of the first line; a body (POST) has a length.
             line_end = buffer.find(b"\r\n", start)
             path = buffer[start:line_end].split(b" ", 2)[1]
+            head = buffer[line_end:end].lower() + b"\r\n"
+            at = head.find(b"\r\ncontent-length:")
+            size = int(head[at + 17 : head.find(b"\r\n", at + 2)]) if at >= 0 else 0
+            if end + 4 + size > len(buffer):
+                break  # the body has not all come yet
             replies.append(self.reply(path))
-            start = end + 4
+            start = end + 4 + size
         self.buffer = buffer[start:]
         if replies and self.transport is not None:
             Stats.requests += len(replies)
-            self.transport.write(b"".join(replies) if len(replies) > 1 else replies[0])
+            reply = b"".join(replies) if len(replies) > 1 else replies[0]
+            if Stats.latency:
+                asyncio.get_running_loop().call_later(Stats.latency, self.write, reply)
+            else:
+                self.transport.write(reply)
+
+    def write(self, reply: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(reply)
 
     @staticmethod
     def reply(path: bytes) -> bytes:
         if path.endswith(b"/models"):
             return MODELS_RESPONSE
+        if path.endswith(b"/embeddings"):
+            return EMBEDDING_RESPONSE
         if path == b"/stats":
             stats = {"connections": Stats.connections, "requests": Stats.requests}
             return _response(json.dumps(stats).encode())
@@ -120,7 +145,9 @@ def run_fast(main: Coroutine[Any, Any, T]) -> T:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds before each reply")
     args = parser.parse_args(argv)
+    Stats.latency = args.latency
     run_fast(serve(args.port))
 
 

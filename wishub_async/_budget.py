@@ -435,13 +435,17 @@ def estimate_tokens(body: Any) -> int:
 
 
 def _characters(value: Any) -> int:
-    if isinstance(value, str):
-        return len(value)
-    if isinstance(value, dict):
-        return sum(_characters(item) for item in value.values())
-    if isinstance(value, list | tuple):
-        return sum(_characters(item) for item in value)
-    return 0
+    """The characters of every string in ``value``, however deeply nested."""
+    total, pending = 0, [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            total += len(item)
+        elif isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, list | tuple):
+            pending.extend(item)
+    return total
 
 
 PUBLISHED_ON = "2026-05-29"

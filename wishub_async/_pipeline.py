@@ -330,11 +330,17 @@ class Pipeline:
 
     def _key_free_now(self, tally: _Tally) -> AppKey | None:
         """The common case without a trip through the event loop: a key free now."""
-        if tally.budgeted or self.shares_state:
-            return None
+        if self.shares_state:
+            return None  # the shared state is refreshed first (``_choose_key``)
+        budget = functools.partial(self._budget_of, tally) if tally.budgeted else None
         try:
             choice = self.shared.ring.choose(
-                tally.request.model, self.pinned, tally.avoid, probe=self.probe
+                tally.request.model,
+                self.pinned,
+                tally.avoid,
+                probe=self.probe,
+                budget=budget,
+                tokens=tally.tokens,
             )
         except WishubError:
             return None  # _choose_key raises what fits
