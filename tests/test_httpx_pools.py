@@ -11,17 +11,16 @@ from __future__ import annotations
 import anyio
 import httpx
 import pytest
-from conftest import K1
+import respx
+from conftest import K1, K2, models_body
 
 from wishub_async import AsyncWishub, RetryPolicy
 from wishub_async._httpx import HttpxTransport
 from wishub_async._httpx_pools import OwnPools
-from wishub_async._timeout import Timeout
 from wishub_async.exceptions import APIConnectionError
 from wishub_async.testing import FakeWishub
 
 HEADERS = {"authorization": f"Bearer {K1}"}
-TIMEOUT = Timeout.every(10)
 
 
 def pools_of(wh: AsyncWishub) -> OwnPools:
@@ -33,7 +32,12 @@ def pools_of(wh: AsyncWishub) -> OwnPools:
 
 
 async def get(pools: OwnPools, url: str, *, stream: bool = False) -> httpx.Response:
-    return await pools.send("GET", url + "/models", HEADERS, None, TIMEOUT, stream=stream)
+    request = httpx.Request("GET", url + "/models", headers=HEADERS)
+    response = await pools.handle_async_request(request)
+    if not stream:
+        await response.aread()
+        await response.aclose()
+    return response
 
 
 @pytest.mark.anyio
@@ -142,3 +146,16 @@ async def test_no_proxy_sends_straight_to_the_host(monkeypatch: pytest.MonkeyPat
             async with AsyncWishub(app_key=K1, base_url=url, retry=RetryPolicy(attempts=1)) as wh:
                 with pytest.raises(APIConnectionError):
                     await wh.models.list()  # through the proxy that is not there
+
+
+@pytest.mark.anyio
+async def test_no_cookie_is_kept_so_none_rides_along_with_another_key() -> None:
+    with respx.mock(base_url="https://wishub.test/v1") as mock:
+        route = mock.get("/models").respond(
+            json=models_body("m"), headers={"set-cookie": "session=of-the-first-key; Path=/"}
+        )
+        async with AsyncWishub(app_keys=[K1, K2], base_url="https://wishub.test/v1") as wh:
+            await wh.with_key("key-0").models.list()
+            await wh.with_key("key-1").models.list()
+        assert route.call_count == 2
+        assert all("cookie" not in call.request.headers for call in route.calls)

@@ -1,8 +1,9 @@
 """The default transport: httpx behind our ``Transport``.
 
-It sends on pools of its own (``_httpx_pools``), or on the caller's
-``httpx.AsyncClient`` (``http_client=``), whose settings (hooks, auth, mounts) then
-apply; a caller's client is never closed by us.
+It sends through one ``httpx.AsyncClient``: its own, on small pools
+(``_httpx_pools``), with no redirects followed and no cookies kept; or the caller's
+(``http_client=``), whose settings (hooks, auth, mounts) then apply and which is never
+closed by us.
 
 ``map_httpx_errors`` is the one place where httpx's exceptions become ours; it wraps
 the send, the body read and every stream read. Each of those also runs in a cancel
@@ -13,6 +14,7 @@ after the pool is gone.
 
 from __future__ import annotations
 
+import http.cookiejar
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
 
@@ -68,11 +70,12 @@ def _first_message(exc: BaseException) -> str:
     return ""
 
 
-class _CallerClient:
-    """Sends on the caller's ``httpx.AsyncClient``: its settings apply; never closed here."""
+class _Client:
+    """Sends on an ``httpx.AsyncClient``: our own (closed with us) or the caller's."""
 
-    def __init__(self, client: httpx.AsyncClient) -> None:
+    def __init__(self, client: httpx.AsyncClient, pools: OwnPools | None = None) -> None:
         self.client = client
+        self.pools = pools  # the transport we gave our own client; None on the caller's
         self._timeouts: dict[Timeout, httpx.Timeout] = {}
 
     @property
@@ -100,13 +103,14 @@ class _CallerClient:
         return await self.client.send(built, stream=stream)
 
     async def aclose(self) -> None:
-        pass  # the caller's to close
+        if self.pools is not None:  # a caller's client is the caller's to close
+            await self.client.aclose()
 
 
 class HttpxTransport:
-    """Sends on pools of its own, or on the caller's ``httpx.AsyncClient``."""
+    """Sends through an ``httpx.AsyncClient``: its own on small pools, or the caller's."""
 
-    def __init__(self, sender: OwnPools | _CallerClient) -> None:
+    def __init__(self, sender: _Client) -> None:
         self._sender = sender
         self._closing = False
         self._scopes: set[anyio.CancelScope] = set()
@@ -115,8 +119,19 @@ class HttpxTransport:
 
     @classmethod
     def owned(cls, max_connections: int) -> HttpxTransport:
-        """A transport on pools of its own: up to ``max_connections`` connections."""
-        return cls(OwnPools(max_connections))
+        """A transport with a client of its own: up to ``max_connections`` connections."""
+        # No cookie is ever stored: one key's gateway cookie must not ride along with
+        # another key's calls. The environment's proxies and CA bundle are read by
+        # OwnPools (a client given a transport reads neither).
+        no_cookies = http.cookiejar.DefaultCookiePolicy(allowed_domains=[])
+        pools = OwnPools(max_connections)
+        client = httpx.AsyncClient(
+            transport=pools,
+            follow_redirects=False,
+            trust_env=False,
+            cookies=http.cookiejar.CookieJar(no_cookies),
+        )
+        return cls(_Client(client, pools))
 
     @classmethod
     def of_caller(cls, client: object) -> HttpxTransport:
@@ -125,12 +140,12 @@ class HttpxTransport:
             raise ConfigurationError(
                 f"http_client= takes an httpx.AsyncClient, not {type(client).__name__}"
             )
-        return cls(_CallerClient(client))
+        return cls(_Client(client))
 
     @property
     def owned_pools(self) -> OwnPools | None:
         """The pools this transport owns (None on a caller's client)."""
-        return self._sender if isinstance(self._sender, OwnPools) else None
+        return self._sender.pools
 
     def __repr__(self) -> str:
         state = "closed" if self._closing else "open"

@@ -6,24 +6,21 @@ the larger N is, and a pool that keeps all of them alive costs the most
 (``docs/performance.md``, "The httpx pool"). ``SmallPools`` gives each connection a
 pool of its own and spreads calls over them: no pool ever walks far.
 
-``OwnPools`` sends on them directly, through httpx's transports but not through an
-``httpx.AsyncClient``: the client's layers (cookies, auth flows, redirects, event
-hooks, URL merging) are things the SDK never uses, and they cost about a fifth of a
-call's CPU. What the client would read from the environment, it reads itself: proxy
-settings (``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY``, ``NO_PROXY``, as urllib
-reads them, once per host) and the CA bundle (``SSL_CERT_FILE``, ``SSL_CERT_DIR``).
+``OwnPools`` is the transport of the ``httpx.AsyncClient`` the SDK owns: it sends
+each request to the small pools, or through the proxy the environment names. An
+``httpx.AsyncClient`` given a transport of its own reads no proxy settings, so
+``OwnPools`` reads them itself (``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY``,
+``NO_PROXY``, as urllib reads them, once per host), and the CA bundle
+(``SSL_CERT_FILE``, ``SSL_CERT_DIR``).
 """
 
 from __future__ import annotations
 
 import ssl
-import urllib.parse
 import urllib.request
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 
 import httpx
-
-from ._timeout import Timeout
 
 __all__ = ["OwnPools", "SmallPools"]
 
@@ -116,37 +113,34 @@ class _Held(httpx.AsyncByteStream):
                 pools._give_back(self._index)  # noqa: SLF001 - its own pools' bookkeeping
 
 
-class OwnPools:
-    """Sends straight to small pools, or through the proxy the environment names."""
+class OwnPools(httpx.AsyncBaseTransport):
+    """Sends to small pools, or through the proxy the environment names."""
 
     def __init__(self, max_connections: int) -> None:
         self.is_closed = False
         self._max_connections = max_connections
         self._tls = httpx.create_ssl_context()  # SSL_CERT_FILE / SSL_CERT_DIR honoured
         self._direct = SmallPools(max_connections, self._tls)
-        self._routes: dict[str, httpx.AsyncBaseTransport] = {}  # by origin
+        self._routes: dict[tuple[bytes, bytes], httpx.AsyncBaseTransport] = {}  # by origin
         self._proxies: dict[str, httpx.AsyncHTTPTransport] = {}  # by proxy URL
-        self._extensions: dict[Timeout, dict[str, object]] = {}
 
     @property
     def small_pools(self) -> SmallPools:
         """The pools of calls sent straight to their host."""
         return self._direct
 
-    def route(self, url: str) -> httpx.AsyncBaseTransport:
+    def route(self, url: httpx.URL) -> httpx.AsyncBaseTransport:
         """Where a call to ``url`` goes: its proxy's pool, or the small pools."""
-        path = url.find("/", url.find("//") + 2)
-        origin = url if path < 0 else url[:path]
+        origin = (url.raw_scheme, url.netloc)
         route = self._routes.get(origin)
         if route is None:
-            route = self._routes[origin] = self._find_route(origin)
+            route = self._routes[origin] = self._find_route(url.scheme, url.netloc.decode())
         return route
 
-    def _find_route(self, origin: str) -> httpx.AsyncBaseTransport:
-        parts = urllib.parse.urlsplit(origin)
+    def _find_route(self, scheme: str, netloc: str) -> httpx.AsyncBaseTransport:
         proxies = urllib.request.getproxies()
-        proxy = proxies.get(parts.scheme) or proxies.get("all")
-        if not proxy or urllib.request.proxy_bypass(parts.netloc):
+        proxy = proxies.get(scheme) or proxies.get("all")
+        if not proxy or urllib.request.proxy_bypass(netloc):
             return self._direct
         through = self._proxies.get(proxy)
         if through is None:
@@ -160,33 +154,9 @@ class OwnPools:
             )
         return through
 
-    async def send(
-        self,
-        method: str,
-        url: str,
-        headers: Mapping[str, str],
-        content: bytes | None,
-        timeout: Timeout,
-        *,
-        stream: bool,
-    ) -> httpx.Response:
-        """One request; the body read (and the connection freed) unless ``stream``."""
-        if self.is_closed:
-            raise RuntimeError("the pools are closed")
-        extensions = self._extensions.get(timeout)
-        if extensions is None:
-            phases = {"connect": timeout.connect, "read": timeout.read, "write": timeout.write}
-            extensions = self._extensions[timeout] = {"timeout": {**phases, "pool": timeout.pool}}
-        request = httpx.Request(method, url, headers=headers, content=content)
-        request.extensions = extensions
-        response = await self.route(url).handle_async_request(request)
-        response.request = request
-        if not stream:
-            try:
-                await response.aread()
-            finally:
-                await response.aclose()
-        return response
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send one request on the route of its origin."""
+        return await self.route(request.url).handle_async_request(request)
 
     async def aclose(self) -> None:
         """Close every pool (and every connection in them)."""
