@@ -11,14 +11,24 @@ import math
 from datetime import datetime
 from typing import Any
 
+import attrs
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from wishub_async._converter import parse_created, structure_json
+from wishub_async._converter import _DETAILED, _FAST, parse_created, structure_json
 from wishub_async._errors import DEFAULT_ERROR_TABLE, api_error, parse_retry_after
 from wishub_async.exceptions import APIError, ResponseValidationError, ServerError
-from wishub_async.models import ModelList
+from wishub_async.models import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    EmbeddingList,
+    ImageList,
+    ModelList,
+    RerankResult,
+)
 
+REFUSED = object()
+"""What a converter that refused a body gives, in the agreement test."""
 DEEP = b"[" * 100_000
 """Nested deeper than Python recurses: ``json.loads`` raises RecursionError on it."""
 
@@ -177,3 +187,60 @@ def test_retry_after_never_raises(seconds: str, millis: str | None) -> None:
         headers["retry-after-ms"] = millis
     wait = parse_retry_after(headers)
     assert wait is None or (math.isfinite(wait) and wait >= 0)
+
+
+def _every_field(cls: type[Any]) -> list[attrs.Attribute[Any]]:
+    """The fields of ``cls`` and of every attrs class inside it."""
+    found, todo, seen = [], [cls], set()
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        for field in attrs.fields(attrs.resolve_types(current)):
+            found.append(field)
+            todo += [arg for arg in _type_args(field.type) if attrs.has(arg)]
+    return found
+
+
+def _type_args(kind: Any) -> list[Any]:
+    args = [kind]
+    for arg in getattr(kind, "__args__", ()):
+        args += _type_args(arg)
+    return args
+
+
+RESPONSE_CLASSES = [
+    ModelList,
+    ChatCompletion,
+    ChatCompletionChunk,
+    EmbeddingList,
+    RerankResult,
+    ImageList,
+]
+RESPONSE_FIELDS = st.sampled_from(
+    sorted(
+        {field.name for cls in RESPONSE_CLASSES for field in _every_field(cls)}
+        | {"embeddings"}  # an alias the converter reads
+    )
+)
+RESPONSE_JSON = st.recursive(
+    SCALARS | st.lists(st.floats(allow_nan=False), max_size=3),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(RESPONSE_FIELDS, inner, max_size=8),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=400)
+@given(cls=st.sampled_from(RESPONSE_CLASSES), body=RESPONSE_JSON)
+def test_the_fast_and_the_detailed_converter_agree(cls: type[Any], body: Any) -> None:
+    """The hot path's converter accepts and refuses exactly what the detailed one does."""
+    try:
+        expected: Any = _DETAILED.structure(body, cls)
+    except Exception:  # noqa: BLE001 - any refusal; the fast path must refuse too
+        expected = REFUSED
+    try:
+        got: Any = _FAST.get_structure_hook(cls)(body, cls)
+    except Exception:  # noqa: BLE001 - as above
+        got = REFUSED
+    assert got == expected

@@ -73,7 +73,7 @@ def make_converter(*, detailed: bool = True) -> cattrs.Converter:
     converter.register_structure_hook_func(
         lambda t: t == tuple[float, ...], lambda value, _: decode_vector(value)
     )
-    converter.register_structure_hook_factory(attrs.has, _attrs_hook(converter))
+    converter.register_structure_hook_factory(attrs.has, _attrs_hook(converter, detailed=detailed))
     return converter
 
 
@@ -193,8 +193,14 @@ def _tuple_hook(
     return factory
 
 
-def _attrs_hook(converter: cattrs.Converter) -> Callable[[Any], Callable[[Any, Any], Any]]:
+def _attrs_hook(
+    converter: cattrs.Converter, *, detailed: bool
+) -> Callable[[Any], Callable[[Any, Any], Any]]:
     def factory(cls: Any) -> Callable[[Any, Any], Any]:
+        if not detailed:
+            fast = _generated_hook(cls, converter)
+            if fast is not None:
+                return fast
         base = make_dict_structure_fn(cls, converter)
         defaulted = frozenset(a.name for a in attrs.fields(cls) if a.default is not attrs.NOTHING)
         aliases = _ALIASES.get(cls, ())
@@ -212,6 +218,69 @@ def _attrs_hook(converter: cattrs.Converter) -> Callable[[Any], Callable[[Any, A
         return hook
 
     return factory
+
+
+_INLINE = (str, bool)
+"""Types whose strict check (``type(v) is T``) the generated hooks inline."""
+
+
+def _generated_hook(cls: Any, converter: cattrs.Converter) -> Callable[[Any, Any], Any] | None:
+    """A straight-line structure function for ``cls``, for the fast converter.
+
+    It accepts and refuses what the detailed path does (the same rules: unknown keys
+    ignored, null as absent for defaulted fields, aliases, strict primitives), in one
+    function per class with the primitive checks inlined, about twice as fast as
+    cattrs' generated function behind a wrapper. None for a class it does not handle
+    (a field outside ``__init__``, a default computed from the instance): cattrs'
+    own function serves those.
+    """
+    fields = attrs.fields(attrs.resolve_types(cls))
+    if any(not f.init or getattr(f.default, "takes_self", False) for f in fields):
+        return None
+    aliases = {name: alias for alias, name in _ALIASES.get(cls, ())}
+    scope: dict[str, Any] = {"cls": cls, "missing": _MISSING}
+    lines = ["def structure(o, _):", "    if type(o) is not dict:", "        raise TypeError(o)"]
+    arguments: list[str] = []
+    by_name = False
+    for index, field in enumerate(fields):
+        value = f"v{index}"
+        lines.append(f"    {value} = o.get({field.name!r}, missing)")
+        if field.name in aliases:
+            lines.append(f"    if {value} is None or {value} is missing:")
+            lines.append(f"        {value} = o.get({aliases[field.name]!r}, missing)")
+        check = "    "
+        if field.default is attrs.NOTHING:
+            lines.append(f"    if {value} is missing:")
+            lines.append(f"        raise KeyError({field.name!r})")
+        else:
+            factory = getattr(field.default, "factory", None)  # an attrs.Factory
+            if factory is not None:
+                scope[f"f{index}"] = factory
+                default = f"f{index}()"
+            else:
+                scope[f"d{index}"] = field.default
+                default = f"d{index}"
+            lines.append(f"    if {value} is None or {value} is missing:")
+            lines.append(f"        {value} = {default}")
+            lines.append("    else:")
+            check = "        "
+        if field.type in _INLINE:
+            scope[f"t{index}"] = field.type
+            lines.append(f"{check}if type({value}) is not t{index}:")
+            lines.append(f"{check}    raise TypeError({value})")
+        else:
+            scope[f"h{index}"] = converter.get_structure_hook(field.type)
+            scope[f"t{index}"] = field.type
+            lines.append(f"{check}{value} = h{index}({value}, t{index})")
+        by_name = by_name or field.kw_only  # positional until the first keyword-only field
+        arguments.append(f"{field.alias}={value}" if by_name else value)
+    lines.append(f"    return cls({', '.join(arguments)})")
+    exec("\n".join(lines), scope)  # noqa: S102 - our own code, built from the class's fields
+    return scope["structure"]  # type: ignore[no-any-return]  # the function just built
+
+
+_MISSING = object()
+"""A key absent from the JSON object (None means the platform sent null)."""
 
 
 _FAST = make_converter(detailed=False)
