@@ -224,15 +224,19 @@ class Window:
                 later = max(later, done[over - 1][0] if over <= len(done) else now + limit.per)
         if limit.tokens is not None and tokens:
             over_tokens = self.done_tokens + self.flying_tokens + tokens - limit.tokens
-            freed = 0
-            for ends, spent in done:
-                if freed >= over_tokens:
-                    break
-                freed += spent
-                later = max(later, ends)
-            if freed < over_tokens:
-                later = max(later, now + limit.per)
+            if over_tokens > 0:
+                later = max(later, self._tokens_free_at(now, over_tokens))
         return later
+
+    def _tokens_free_at(self, now: float, over: int) -> float:
+        """When the calls counted first have given back ``over`` tokens."""
+        freed, later = 0, now
+        for ends, spent in self.done:
+            if freed >= over:
+                return later
+            freed += spent
+            later = max(later, ends)
+        return later if freed >= over else max(later, now + self.limit.per)
 
     def fits(self, now: float, tokens: int) -> bool:
         """Whether a call of ``tokens`` fits now (the calls waiting come first)."""

@@ -226,14 +226,19 @@ class Pipeline:
     async def _attempts(self, expect: Expect, wire: _WireParts, tally: _Tally) -> Response:
         send = self._send_first_chunk if tally.request.stream else self._send_one_attempt
         while True:
-            key = self._key_free_now(tally) or await self._choose_key(tally)
+            key = self._key_free_now(tally)
+            free_now = key is not None  # its budget too, with nothing run since
+            if key is None:
+                key = await self._choose_key(tally)
             tally.label = key.label
             slot = Slot(key, self.shared.limiter)
             started = _clock.now()
             try:
-                if not slot.take_now():
+                if slot.take_now() and free_now:
+                    wait = self._reserve_now(tally, slot) if tally.budgeted else 0.0
+                else:
                     await slot.take()
-                wait = await self._reserve(tally, slot) if tally.budgeted else 0.0
+                    wait = await self._reserve(tally, slot) if tally.budgeted else 0.0
                 if wait:  # no room after all (another call, or another process, took it)
                     slot.release()
                     await anyio.sleep(wait)
@@ -265,6 +270,20 @@ class Pipeline:
             raise exc
         tally.error = exc
         return self._after_failure(exc, slot.key, latency, tally)
+
+    def _reserve_now(self, tally: _Tally, slot: Slot) -> float:
+        """``_reserve`` for a key ``_key_free_now`` found with room in its local budget.
+
+        Nothing ran since that check, so the room is still there: the share is taken
+        without asking again (and without a coroutine).
+        """
+        state = self.shared.state
+        assert isinstance(state, LocalState)  # noqa: S101 - _key_free_now: local state only
+        model = tally.request.model
+        assert model is not None  # noqa: S101 - only budgeted calls name a model
+        slot.ticket = state.take(slot.key, model, self._budget_of(tally, slot.key), tally.tokens)
+        slot.state = state
+        return 0.0
 
     async def _reserve(self, tally: _Tally, slot: Slot) -> float:
         """Take the call's share of its key's budget: 0, or the seconds until it fits."""

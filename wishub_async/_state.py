@@ -90,6 +90,13 @@ class LocalState:
         now = _clock.now()
         if not budget.fits(now, tokens):
             return max(budget.free_at(now, tokens) - now, 0.0)
+        return self.take(key, model, budget, tokens, now)
+
+    def take(
+        self, key: AppKey, model: str, budget: Budget, tokens: int, now: float | None = None
+    ) -> Ticket:
+        """Take the share, known to fit (``reserve``, or a key just found free now)."""
+        now = _clock.now() if now is None else now
         budget.take(now, tokens)
         return Ticket(key, model, budget, tokens, now)
 
