@@ -62,6 +62,14 @@ def test_created_is_lenient(created: Any, expected: datetime | None) -> None:
     assert parse(models_body("m", created=created)).data[0].created == expected
 
 
+def test_created_read_again_from_a_repeated_list_is_the_same() -> None:
+    body = {"data": [{"id": "a", "created": 1}, {"id": "b", "created": True}]}
+    for _ in range(2):  # the second read finds 1 already read: True must not match it
+        first, second = parse(body).data
+        assert first.created == datetime(1970, 1, 1, 0, 0, 1, tzinfo=UTC)
+        assert second.created is None
+
+
 def test_missing_created_and_owned_by_take_defaults() -> None:
     model = parse({"data": [{"id": "m"}]}).data[0]
     assert (model.created, model.owned_by, model.object) == (None, "", "model")

@@ -98,7 +98,22 @@ def parse_created(value: Any) -> datetime | None:
 
 
 def _created_hook(value: object, _: object) -> datetime | None:
-    return None if value == "" else parse_created(value)  # "" is the platform's default
+    if value == "":  # the platform's default
+        return None
+    if type(value) is not int:
+        return parse_created(value)
+    # A model list repeats the same timestamps on every call: each is read once.
+    created = _CREATED.get(value, _MISSING)
+    if created is _MISSING:
+        if len(_CREATED) >= _CREATED_KEPT:
+            _CREATED.clear()
+        created = _CREATED[value] = parse_created(value)
+    return created  # type: ignore[return-value]  # a datetime or None, never _MISSING
+
+
+_CREATED: dict[int, datetime | None] = {}
+"""Integer ``created`` values already read (datetimes are immutable: shared safely)."""
+_CREATED_KEPT = 4096
 
 
 _MILLISECONDS_FROM = 1e11
