@@ -351,19 +351,23 @@ class Pipeline:
         """The common case without a trip through the event loop: a key free now."""
         if self.shares_state:
             return None  # the shared state is refreshed first (``_choose_key``)
-        budget = functools.partial(self._budget_of, tally) if tally.budgeted else None
         try:
-            choice = self.shared.ring.choose(
-                tally.request.model,
-                self.pinned,
-                tally.avoid,
-                probe=self.probe,
-                budget=budget,
-                tokens=tally.tokens,
-            )
+            choice = self._choose(tally)
         except WishubError:
             return None  # _choose_key raises what fits
         return choice if isinstance(choice, AppKey) else None
+
+    def _choose(self, tally: _Tally) -> AppKey | Wait:
+        """The key ring's choice for the call's next attempt (see ``KeyRing.choose``)."""
+        budget = functools.partial(self._budget_of, tally) if tally.budgeted else None
+        return self.shared.ring.choose(
+            tally.request.model,
+            self.pinned,
+            tally.avoid,
+            probe=self.probe,
+            budget=budget,
+            tokens=tally.tokens,
+        )
 
     async def _choose_key(self, tally: _Tally) -> AppKey:
         """The key for the next attempt, waiting out a short rest if need be.
@@ -373,19 +377,11 @@ class Pipeline:
         When no key can take the call any more, the call's own last error is raised.
         """
         ring, model = self.shared.ring, tally.request.model
-        budget = functools.partial(self._budget_of, tally) if tally.budgeted else None
         if self.shares_state:
             await self.shared.state.refresh(ring)
         while True:
             try:
-                choice = ring.choose(
-                    model,
-                    self.pinned,
-                    tally.avoid,
-                    probe=self.probe,
-                    budget=budget,
-                    tokens=tally.tokens,
-                )
+                choice = self._choose(tally)
             except WishubError:
                 if tally.error is not None:
                     raise tally.error from None
