@@ -234,7 +234,7 @@ class Pipeline:
             slot = Slot(key, self.shared.limiter)
             started = _clock.now()
             try:
-                if slot.take_now() and free_now:
+                if free_now and slot.take_now():
                     wait = self._reserve_now(tally, slot) if tally.budgeted else 0.0
                 else:
                     await slot.take()
