@@ -4,8 +4,9 @@ Throughput on a shared 2-core machine moves by more than the step costs, so this
 counts instructions instead (deterministic): ``embeddings.create`` on the aiohttp
 transport, 50 calls at a time, with no budget, a limit of requests, and a limit of
 requests and tokens, none of which binds. Each mode runs under
-``valgrind --tool=callgrind`` twice (200 and 1,200 calls); the difference over 1,000
-is the instructions a call. Needs valgrind (``apt install valgrind``) and a server:
+``valgrind --tool=callgrind`` twice (200 and 2,200 calls, with one hash seed); the
+difference over 2,000 is the instructions a call. Needs valgrind
+(``apt install valgrind``) and a server:
 
     python benchmarks/server.py --port 8777 &
     python benchmarks/budget_step_count.py --url http://127.0.0.1:8777/v1
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
 import subprocess
 import sys
@@ -22,7 +24,7 @@ import sys
 __all__ = ["main"]
 
 MODES = ("none", "requests", "limits")
-_CALLS = (200, 1200)
+_CALLS = (200, 2200)
 _COLLECTED = re.compile(r"Collected : (\d+)")
 
 
@@ -50,7 +52,8 @@ async def _calls(url: str, mode: str, calls: int) -> None:
 def _instructions(url: str, mode: str, calls: int) -> int:
     command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
     command += [sys.executable, __file__, "--url", url, "--run", mode, "--calls", str(calls)]
-    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    seeded = {**os.environ, "PYTHONHASHSEED": "0"}  # the same dict layouts each run
+    done = subprocess.run(command, capture_output=True, text=True, check=True, env=seeded)
     found = _COLLECTED.search(done.stderr)
     if found is None:
         raise RuntimeError(f"no instruction count from valgrind: {done.stderr[-500:]}")

@@ -36,6 +36,7 @@ from wishub_async._budget import (
     Window,
     estimate_tokens,
 )
+from wishub_async._json import dumps
 from wishub_async.testing import DEFAULT_MODELS, FakeWishub
 
 KEYS = [f"{n:032x}" for n in range(1, 5)]
@@ -229,16 +230,43 @@ def test_a_quota_answer_is_not_a_rate_signal() -> None:
 # -- estimating tokens -------------------------------------------------------------------
 
 
+def _estimate(body: Any) -> int:
+    return estimate_tokens(body, None if body is None else dumps(body))
+
+
 def test_the_estimate_counts_a_character_a_token_and_the_answer() -> None:
     chat = {"model": "m", "messages": [{"role": "user", "content": "你好世界"}], "max_tokens": 5}
-    assert estimate_tokens(chat) == len("m") + len("user") + len("你好世界") + 5
+    sent = '{"model":"m","messages":[{"role":"user","content":"你好世界"}],"max_tokens":5}'
+    assert _estimate(chat) == len(sent) + 5  # a Chinese character counts once, not 3 bytes
     parts = {
         "model": "m",
         "messages": [{"role": "user", "content": [{"type": "text", "text": "abc"}]}],
     }
-    assert estimate_tokens(parts) == 1 + 4 + 4 + 3 + DEFAULT_COMPLETION_TOKENS
-    assert estimate_tokens({"model": "e", "input": ["一二三", "four"]}) == 1 + 3 + 4
-    assert estimate_tokens(None) == 0
+    assert _estimate(parts) == len(dumps(parts)) + DEFAULT_COMPLETION_TOKENS
+    assert _estimate({"model": "e", "input": ["一二三", "four"], "max_tokens": None}) == len(
+        '{"model":"e","input":["一二三","four"],"max_tokens":null}'
+    )
+    assert (
+        _estimate({"messages": [], "max_completion_tokens": 7})
+        == len('{"messages":[],"max_completion_tokens":7}') + 7
+    )
+    assert _estimate({"messages": [], "max_tokens": True}) > DEFAULT_COMPLETION_TOKENS
+    assert _estimate(None) == 0
+
+
+_TEXT = st.text(st.characters(codec="utf-8"))  # JSON has no lone surrogates
+
+
+@given(st.recursive(_TEXT, lambda inner: st.lists(inner) | st.dictionaries(_TEXT, inner)))
+def test_the_estimate_never_counts_fewer_than_the_strings_characters(body: Any) -> None:
+    def characters(value: Any) -> int:
+        if isinstance(value, str):
+            return len(value)
+        if isinstance(value, dict):
+            return sum(characters(k) + characters(v) for k, v in value.items())
+        return sum(map(characters, value))
+
+    assert _estimate(body) >= characters(body)
 
 
 # -- the budget step, end to end -----------------------------------------------------------
@@ -371,7 +399,7 @@ async def test_token_budgets_reconcile_with_the_answers_usage() -> None:
             model=model, messages=ask, stream=True, stream_options={}, max_tokens=40
         )
         await silent.collect()  # no usage chunk: it keeps its reservation
-        reserved = estimate_tokens({"model": model, "messages": ask, "max_tokens": 40})
+        reserved = _estimate({"model": model, "messages": ask, "max_tokens": 40})
         assert wh.key_status()[0].budgets[model].tokens_used >= used + reserved - 20
 
 

@@ -30,11 +30,11 @@ from wishub_async import (
     KeyState,
     RateLimit,
 )
-from wishub_async._budget import AdaptiveRate, Answer, Window
+from wishub_async._budget import AdaptiveRate, Answer, Budget, Window
 from wishub_async._clock import now
 from wishub_async._keys import AppKey, KeyRing
 from wishub_async._sharing import Health, SharedRate, SharedWindow
-from wishub_async._state import Ticket
+from wishub_async._slots import Slot
 from wishub_async.redis import RedisState, SharedStateWarning
 from wishub_async.testing import DEFAULT_MODELS, FakeWishub
 
@@ -84,9 +84,15 @@ def ring_of(*secrets: str) -> KeyRing:
     )
 
 
+async def take(state: RedisState, key: AppKey, budget: Budget, tokens: int = 0) -> Slot | float:
+    """The attempt holding its share, or the seconds the state said to wait."""
+    slot = Slot(key, anyio.CapacityLimiter(1))
+    wait = await state.reserve(slot, MODEL, budget, tokens)
+    return wait if slot.budget is None else slot
+
+
 async def reserve(state: RedisState, key: AppKey, limit: RateLimit, tokens: int = 0) -> Any:
-    budget = key.budgets.get(MODEL) or Window(limit)
-    return await state.reserve(key, MODEL, budget, tokens)
+    return await take(state, key, key.budgets.get(MODEL) or Window(limit), tokens)
 
 
 async def flushed(state: RedisState) -> None:
@@ -115,8 +121,8 @@ async def test_a_window_is_reserved_in_redis_and_settled_by_the_next_round_trip(
     limit = RateLimit(requests=2, per=30.0)
     try:
         first, second = await reserve(state, key, limit), await reserve(state, key, limit)
-        assert isinstance(first, Ticket)
-        assert isinstance(second, Ticket)
+        assert isinstance(first, Slot)
+        assert isinstance(second, Slot)
         assert isinstance(key.budgets[MODEL], SharedWindow)
         # A second state (another process) finds the window full: 0, "choose again".
         other = RedisState.from_url(valkey.url, namespace="t", timeout=TIMEOUT)
@@ -138,7 +144,7 @@ async def test_a_window_is_reserved_in_redis_and_settled_by_the_next_round_trip(
         assert kind == "zset"
         assert [member[0] for member, _ in members] == ["d"]  # one ended, one gone
         assert ttl > 0
-        assert isinstance(await reserve(other, other_key, limit), Ticket)
+        assert isinstance(await reserve(other, other_key, limit), Slot)
         await other.aclose()
     finally:
         await state.aclose()
@@ -155,7 +161,7 @@ async def test_tokens_are_reserved_then_reconciled_with_what_the_answer_spent(
     limit = RateLimit(tokens=100, per=30.0)
     try:
         big = await reserve(state, key, limit, 60)
-        assert isinstance(big, Ticket)
+        assert isinstance(big, Slot)
         assert await reserve(state, key, limit, 50) == 30.0  # full with its own calls
         assert await reserve(other, other_key, limit, 50) == 0.0  # Redis says no
         state.settle(big, Answer.OK, 10)  # it spent 10 of its 60
@@ -163,7 +169,7 @@ async def test_tokens_are_reserved_then_reconciled_with_what_the_answer_spent(
         async with inspector(valkey) as raw:
             (tokens,) = [value for name, value in (await everything(raw)).items() if ":t:" in name]
         assert tokens[2] == "10"
-        assert isinstance(await reserve(other, other_key, limit, 50), Ticket)
+        assert isinstance(await reserve(other, other_key, limit, 50), Slot)
     finally:
         await state.aclose()
         await other.aclose()
@@ -177,7 +183,7 @@ async def test_a_reservation_whose_process_died_lapses_after_its_lease(
     dead = RedisState.from_url(valkey.url, namespace="t", lease=0.1, timeout=TIMEOUT)
     limit = RateLimit(requests=1, per=0.1)
     try:
-        assert isinstance(await reserve(dead, ring_of(K1).keys[0], limit), Ticket)
+        assert isinstance(await reserve(dead, ring_of(K1).keys[0], limit), Slot)
     finally:
         await dead.aclose()  # never settled: as if the process died
     state = RedisState.from_url(valkey.url, namespace="t", timeout=TIMEOUT)
@@ -185,7 +191,7 @@ async def test_a_reservation_whose_process_died_lapses_after_its_lease(
     try:
         assert await reserve(state, key, limit) == 0.0
         with anyio.fail_after(10):
-            while not isinstance(await reserve(state, key, limit), Ticket):  # noqa: ASYNC110 - polls Redis
+            while not isinstance(await reserve(state, key, limit), Slot):  # noqa: ASYNC110 - polls Redis
                 await anyio.sleep(0.05)
     finally:
         await state.aclose()
@@ -198,7 +204,7 @@ async def test_a_reservation_whose_answer_was_lost_is_given_back(valkey: ValkeyP
     limit = RateLimit(requests=1, per=30.0)
     try:
         warm = await reserve(state, ring_of(K2).keys[0], limit)  # connected, script loaded
-        assert isinstance(warm, Ticket)
+        assert isinstance(warm, Slot)
         valkey.pause()
         try:
             with anyio.move_on_after(0.3):  # the call is cancelled while Redis holds it
@@ -209,7 +215,7 @@ async def test_a_reservation_whose_answer_was_lost_is_given_back(valkey: ValkeyP
         async with inspector(valkey) as raw:
             windows = [v for name, v in (await everything(raw)).items() if ":w:" in name]
         assert sum(len(members) for _, _, members in windows) == 1  # only the warm one
-        assert isinstance(await reserve(state, ring_of(K1).keys[0], limit), Ticket)
+        assert isinstance(await reserve(state, ring_of(K1).keys[0], limit), Slot)
     finally:
         await state.aclose()
 
@@ -219,15 +225,15 @@ async def test_an_adaptive_rate_is_one_bucket_for_every_process(valkey: ValkeyPr
     one, two = (RedisState.from_url(valkey.url, namespace="t", timeout=TIMEOUT) for _ in range(2))
     key_one, key_two = ring_of(K1).keys[0], ring_of(K1).keys[0]
     try:
-        ticket = await one.reserve(key_one, MODEL, AdaptiveRate(), 0)
-        assert isinstance(ticket, Ticket)
-        one.settle(ticket, Answer.RATE_LIMITED, None)  # a 429: the shared rate is cut
+        slot = await take(one, key_one, AdaptiveRate())
+        assert isinstance(slot, Slot)
+        one.settle(slot, Answer.RATE_LIMITED, None)  # a 429: the shared rate is cut
         await flushed(one)
-        taken = await two.reserve(key_two, MODEL, AdaptiveRate(), 0)
+        taken = await take(two, key_two, AdaptiveRate())
         mirror = key_two.budgets[MODEL]
         assert isinstance(mirror, SharedRate)
         assert mirror.rate == pytest.approx(10 * 0.5)  # the other process's cut (the first halves)
-        if isinstance(taken, Ticket):
+        if isinstance(taken, Slot):
             two.settle(taken, Answer.OK, None)
         async with inspector(valkey) as raw:
             (rate,) = [value for name, value in (await everything(raw)).items() if ":a:" in name]
@@ -366,7 +372,7 @@ async def test_a_key_cooling_elsewhere_waits_here_too(valkey: ValkeyProcess) -> 
         assert seen.cooling_until > now() + 20
         # A budgeted call on it is refused by the script itself, with the rest's end.
         fresh = ring_of(K1).keys[0]
-        assert await two.reserve(fresh, MODEL, Window(RateLimit(requests=9)), 0) == 0.0
+        assert await take(two, fresh, Window(RateLimit(requests=9))) == 0.0
         assert fresh.cooling_until > now() + 20
     finally:
         await one.aclose()
@@ -486,10 +492,10 @@ async def test_a_round_trip_finding_no_free_connection_goes_on_alone(
     key = ring_of(K1).keys[0]
     limit = RateLimit(requests=10)
     try:
-        assert isinstance(await reserve(state, key, limit), Ticket)
+        assert isinstance(await reserve(state, key, limit), Slot)
         state._limiter.acquire_on_behalf_of_nowait("another call")
         alone = await reserve(state, key, limit)
-        assert isinstance(alone, Ticket)
+        assert isinstance(alone, Slot)
         assert alone.shared is None  # counted here only (and in Redis when it ends)
         assert state.sharing  # no warning, no backoff: only this call went without
         state._limiter.release_on_behalf_of("another call")

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 import anyio
 import attrs
 
-from ._budget import NO_LIMITS, Limits, estimate_tokens
+from ._budget import NO_LIMITS, Limits
 from ._errors import ErrorTable
 from ._events import Hooks
 from ._http import Request, Response
@@ -94,9 +94,8 @@ class Settings:
     headers: Mapping[str, str]
     hooks: Hooks
     limits: Limits = NO_LIMITS
-    token_counter: Callable[[Request], int] = attrs.field(
-        default=lambda request: estimate_tokens(request.json)
-    )
+    token_counter: Callable[[Request], int] | None = None
+    """The caller's ``token_counter=``; None: ``estimate_tokens`` of the body."""
     json_headers: Mapping[str, str] = attrs.field(init=False)
     """``headers`` and the JSON content type, for calls with a body."""
 

@@ -384,7 +384,7 @@ class KeyRing:
         state = budget(key) if budget is not None else None
         if state is not None:
             budget_until = state.free_at(now, tokens)
-            if budget_until > max(until, now):
+            if budget_until > now and budget_until > until:
                 return Wait(key, budget_until - now, budget_until, state)
         return key if until <= now else Wait(key, until - now, until)
 

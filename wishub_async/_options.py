@@ -130,7 +130,7 @@ class Options:
             headers=headers,
             hooks=self.hooks,
             limits=self.limits,
-            **({} if self.token_counter is None else {"token_counter": self.token_counter}),
+            token_counter=self.token_counter,
         )
 
 

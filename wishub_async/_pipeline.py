@@ -29,7 +29,7 @@ import attrs
 
 from . import _clock
 from ._body import StreamBody, close_abandoned, error_body, scrubbed_headers
-from ._budget import AdaptiveRate, Budget, RateLimit, Window, spent_tokens
+from ._budget import AdaptiveRate, Budget, RateLimit, Window, estimate_tokens, spent_tokens
 from ._context import JSON, CallRecord, Expect, Settings, Shared
 from ._errors import ErrorRule, KeyEffect, api_error, error_name, is_error_body
 from ._events import BudgetWaited, KeyStateChanged, RequestEnded, RetryScheduled, emit
@@ -84,6 +84,20 @@ class _Tally:
     label: str | None = None
     error: APIError | APIConnectionError | None = None
 
+    def budget_of(self, key: AppKey) -> Budget:
+        """``key``'s budget for the call's model, made on first use (budgeted calls)."""
+        model, limit = self.request.model, self.limit
+        assert model is not None  # noqa: S101 - only budgeted calls name a model
+        budget = key.budgets.get(model)
+        if limit is None:
+            if not isinstance(budget, AdaptiveRate):
+                budget = key.budgets[model] = AdaptiveRate()
+        elif not isinstance(budget, Window):
+            budget = key.budgets[model] = Window(limit)
+        elif budget.limit is not limit:
+            budget.limit = limit  # another view's limit for the same key and model
+        return budget
+
 
 class Pipeline:
     """One view's way from a ``Request`` to a settled ``Response``.
@@ -107,7 +121,8 @@ class Pipeline:
         record: CallRecord | None = None,
     ) -> None:
         self.shared = shared
-        self.shares_state = not isinstance(shared.state, LocalState)
+        # None: the state is shared (another process may take from the same budgets)
+        self.local_state = shared.state if isinstance(shared.state, LocalState) else None
         self.settings = settings
         self.pinned = pinned
         self.probe = probe
@@ -168,7 +183,7 @@ class Pipeline:
         and budget taken, one exchange; a failure decides whether to move to another
         key, wait and retry, or give up.
         """
-        self._plan_budget(tally)
+        self._plan_budget(tally, wire.content)
         policy = self.settings.retry
         deadline = expect.deadline
         if policy.deadline is not None:
@@ -187,8 +202,10 @@ class Pipeline:
             message += f"; last error: {tally.error}"
         raise APITimeoutError(message, label=tally.label) from tally.error
 
-    def _plan_budget(self, tally: _Tally) -> None:
+    def _plan_budget(self, tally: _Tally, content: bytes | None) -> None:
         """Whether the call takes from a budget, and how many tokens it reserves.
+
+        ``content`` is the body as sent (the default estimate counts its characters).
 
         Raises:
             BudgetExceededError: the call needs more tokens than a whole window holds.
@@ -201,27 +218,17 @@ class Pipeline:
             return
         tally.limit, tally.budgeted = limit, True
         if limit is not None and limit.tokens is not None:
-            tally.tokens = self.settings.token_counter(tally.request)
+            counter = self.settings.token_counter
+            request = tally.request
+            tally.tokens = (
+                estimate_tokens(request.json, content) if counter is None else counter(request)
+            )
             if tally.tokens > limit.tokens:
                 raise BudgetExceededError(
                     f"this call reserves {tally.tokens:,} tokens, more than the"
                     f" {limit.tokens:,} tokens per {limit.per:g}s that model {model} allows"
                     " a key: it could never be sent (shorten it, or set max_tokens)"
                 )
-
-    def _budget_of(self, tally: _Tally, key: AppKey) -> Budget:
-        """``key``'s budget for the call's model, made on first use."""
-        model, limit = tally.request.model, tally.limit
-        assert model is not None  # noqa: S101 - only budgeted calls name a model
-        budget = key.budgets.get(model)
-        if limit is None:
-            if not isinstance(budget, AdaptiveRate):
-                budget = key.budgets[model] = AdaptiveRate()
-        elif not isinstance(budget, Window):
-            budget = key.budgets[model] = Window(limit)
-        elif budget.limit is not limit:
-            budget.limit = limit  # another view's limit for the same key and model
-        return budget
 
     async def _attempts(self, expect: Expect, wire: _WireParts, tally: _Tally) -> Response:
         send = self._send_first_chunk if tally.request.stream else self._send_one_attempt
@@ -252,8 +259,7 @@ class Pipeline:
                     await _clock.sleep(wait)
                 continue
             if not response.is_stream:
-                ticket = slot.ticket
-                slot.succeed(spent_tokens(response.content) if ticket and ticket.tokens else None)
+                slot.succeed(spent_tokens(response.content) if slot.tokens else None)
                 self._succeeded(key, _clock.now() - started)
             return response
 
@@ -274,14 +280,14 @@ class Pipeline:
     def _reserve_now(self, tally: _Tally, slot: Slot) -> float:
         """``_reserve`` for a key ``_key_free_now`` found with room in its local budget.
 
-        Nothing ran since that check, so the room is still there: the share is taken
-        without asking again (and without a coroutine).
+        Nothing ran since that check, so the room is still there, in the budget the
+        check made or brought up to date: the share is taken without asking again
+        (and without a coroutine).
         """
-        state = self.shared.state
-        assert isinstance(state, LocalState)  # noqa: S101 - _key_free_now: local state only
-        model = tally.request.model
+        state, model = self.local_state, tally.request.model
+        assert state is not None  # noqa: S101 - _key_free_now: local state only
         assert model is not None  # noqa: S101 - only budgeted calls name a model
-        slot.ticket = state.take(slot.key, model, self._budget_of(tally, slot.key), tally.tokens)
+        state.take(slot, model, slot.key.budgets[model], tally.tokens)
         slot.state = state
         return 0.0
 
@@ -290,12 +296,10 @@ class Pipeline:
         model = tally.request.model
         assert model is not None  # noqa: S101 - only budgeted calls name a model
         state = self.shared.state
-        ticket = await state.reserve(
-            slot.key, model, self._budget_of(tally, slot.key), tally.tokens
-        )
-        if isinstance(ticket, float):
-            return max(ticket, _MIN_RESERVE_WAIT)
-        slot.ticket, slot.state = ticket, state
+        wait = await state.reserve(slot, model, tally.budget_of(slot.key), tally.tokens)
+        if slot.budget is None:  # nothing taken
+            return max(wait, _MIN_RESERVE_WAIT)
+        slot.state = state
         return 0.0
 
     def _after_failure(
@@ -349,7 +353,7 @@ class Pipeline:
 
     def _key_free_now(self, tally: _Tally) -> AppKey | None:
         """The common case without a trip through the event loop: a key free now."""
-        if self.shares_state:
+        if self.local_state is None:
             return None  # the shared state is refreshed first (``_choose_key``)
         try:
             choice = self._choose(tally)
@@ -359,13 +363,12 @@ class Pipeline:
 
     def _choose(self, tally: _Tally) -> AppKey | Wait:
         """The key ring's choice for the call's next attempt (see ``KeyRing.choose``)."""
-        budget = functools.partial(self._budget_of, tally) if tally.budgeted else None
         return self.shared.ring.choose(
             tally.request.model,
             self.pinned,
             tally.avoid,
             probe=self.probe,
-            budget=budget,
+            budget=tally.budget_of if tally.budgeted else None,
             tokens=tally.tokens,
         )
 
@@ -377,7 +380,7 @@ class Pipeline:
         When no key can take the call any more, the call's own last error is raised.
         """
         ring, model = self.shared.ring, tally.request.model
-        if self.shares_state:
+        if self.local_state is None:
             await self.shared.state.refresh(ring)
         while True:
             try:
@@ -457,8 +460,7 @@ class Pipeline:
         lifecycle = self.shared.lifecycle
         if lifecycle.is_closed():  # aclose() ran while this call waited
             raise ClientClosedError("the client was closed before this call was sent")
-        if slot.ticket is not None:
-            slot.ticket.sent = True
+        slot.sent = True
         attempt = WireRequest(
             request.method,
             wire.url,

@@ -218,7 +218,7 @@ def mirror_of(key: AppKey, model: str, budget: Budget) -> SharedWindow | SharedR
 
 @attrs.frozen
 class Hold:
-    """A ticket's reservation in the shared store (``Ticket.shared``)."""
+    """An attempt's reservation in the shared store (``Slot.shared``)."""
 
     names: Names
     id: str
@@ -243,7 +243,7 @@ class Reservation:
         return "" if self.limit is None else f"f{self.id}:{self.tokens}"
 
     def hold(self, reserved_at: str) -> Hold:
-        """The ticket's handle on it, once taken (at the server's ``reserved_at``)."""
+        """The attempt's handle on it, once taken (at the server's ``reserved_at``)."""
         return Hold(self.names, self.id, self.member, reserved_at)
 
     def encode(self, keys: KeyList) -> list[Any]:

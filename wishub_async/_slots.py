@@ -1,30 +1,49 @@
-"""What one attempt holds while it runs: concurrency slots, and its budget ticket."""
+"""What one attempt holds while it runs: concurrency slots, and its share of a budget."""
 
 from __future__ import annotations
 
 import anyio
 import attrs
 
-from ._budget import Answer
+from ._budget import Answer, Budget
 from ._errors import KeyEffect
 from ._keys import AppKey
-from ._state import State, Ticket
+from ._state import State
 from .exceptions import APIError, ClientStateError
 
 __all__ = ["Slot"]
 
+_OK = Answer.OK  # read once: on Python 3.11 reading an enum's member runs Python code
+
 
 @attrs.define(eq=False)
 class Slot:
-    """The concurrency one attempt holds: its key's token, then a global one."""
+    """What one attempt holds: its key's token and a global one, and its budget share.
+
+    The share (``hold``) is settled exactly once, by ``succeed`` or ``fail``.
+
+    Attributes:
+        state: the state that settles the share; None before and once settled.
+        model: the model whose budget it was taken from.
+        budget: the key's local budget for the model (the mirror, for a shared state).
+        tokens: the tokens reserved.
+        reserved_at: when the share was taken (``_clock.now()``).
+        shared: a shared state's own handle on the reservation, if any.
+        sent: whether the attempt may have reached the server.
+    """
 
     key: AppKey
     limiter: anyio.CapacityLimiter
     holds_key: bool = False
     holds_global: bool = False
     counted: bool = False
-    ticket: Ticket | None = None
     state: State | None = None
+    model: str = ""
+    budget: Budget | None = None
+    tokens: int = 0
+    reserved_at: float = 0.0
+    shared: object = None
+    sent: bool = False
 
     def take_now(self) -> bool:
         """Take both tokens if both are free now (no trip through the event loop)."""
@@ -60,12 +79,20 @@ class Slot:
             await _acquire(self.limiter, self)
             self.holds_global = True
 
+    def hold(
+        self, model: str, budget: Budget, tokens: int, at: float, shared: object = None
+    ) -> None:
+        """Record the budget share a state just took for this attempt."""
+        self.model, self.budget, self.tokens, self.reserved_at = model, budget, tokens, at
+        self.shared = shared
+
     def succeed(self, spent: int | None = None) -> None:
         """The attempt succeeded (``spent``: its tokens, if known): free and settle."""
         self.release()
-        ticket = self.ticket
-        if ticket is not None:
-            self._settle(Answer.OK, spent if ticket.tokens else None)
+        state = self.state
+        if state is not None:  # _settle, inlined: every budgeted call ends here
+            self.state = None
+            state.settle(self, _OK, spent if self.tokens else None)
 
     def fail(self, failure: BaseException | None) -> None:
         """The attempt failed, or was cancelled, or never sent: free and settle.
@@ -74,10 +101,9 @@ class Slot:
         adaptive rate to slow down; any other end counts as a call the server saw.
         """
         self.release()
-        ticket = self.ticket
-        if ticket is None:
+        if self.state is None:
             return
-        if not ticket.sent or isinstance(failure, ClientStateError):
+        if not self.sent or isinstance(failure, ClientStateError):
             self._settle(None, None)
         elif isinstance(failure, APIError) and failure.rule is not None:
             limited = failure.rule.key_effect is KeyEffect.COOL
@@ -86,10 +112,10 @@ class Slot:
             self._settle(Answer.OTHER, None)
 
     def _settle(self, answer: Answer | None, spent: int | None) -> None:
-        ticket, state = self.ticket, self.state
-        if ticket is not None and state is not None and not ticket.settled:
-            ticket.settled = True
-            state.settle(ticket, answer, spent)
+        state = self.state
+        if state is not None:
+            self.state = None  # settled once
+            state.settle(self, answer, spent)
 
     def release(self) -> None:
         """Give the concurrency back; safe to call twice."""

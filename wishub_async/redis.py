@@ -57,7 +57,7 @@ from ._sharing import (
     mirror_of,
     new_id,
 )
-from ._state import LocalState, Ticket
+from ._state import LocalState
 from .exceptions import ConfigurationError
 
 try:
@@ -73,6 +73,7 @@ if TYPE_CHECKING:
     from redis.commands.core import AsyncScript
 
     from ._keys import AppKey, KeyRing
+    from ._slots import Slot
 
 __all__ = ["RedisState", "SharedStateWarning", "SharingOptions"]
 
@@ -255,14 +256,15 @@ class RedisState:
 
     # -- the State protocol ------------------------------------------------------------
 
-    async def reserve(self, key: AppKey, model: str, budget: Budget, tokens: int) -> Ticket | float:
-        """Take a call's share of the shared budget, in one round trip.
+    async def reserve(self, slot: Slot, model: str, budget: Budget, tokens: int) -> float:
+        """Take an attempt's share of the shared budget, in one round trip.
 
-        Returns the ``Ticket``, or 0 when the shared budget (or the key's shared
-        health) says no: the mirror now knows when it frees, so the call chooses a
-        key again at once. Without Redis, the local budget decides.
+        Returns 0, with the share held by ``slot`` or, when the shared budget (or the
+        key's shared health) says no, not: the mirror now knows when it frees, so the
+        call chooses a key again at once. Without Redis, the local budget decides.
         """
         self._enter()
+        key = slot.key
         mirror = mirror_of(key, model, budget)
         now = _clock.now()
         if isinstance(mirror, SharedWindow) and not mirror.fits(now, tokens):
@@ -278,23 +280,21 @@ class RedisState:
         answer = await self._round_trip(reservation)
         self._issue_warning()
         if answer is None or answer.reserve is None:
-            return await self._fallback.reserve(key, model, mirror, tokens)
-        return self._reserved(key, model, mirror, reservation, answer)
+            return await self._fallback.reserve(slot, model, mirror, tokens)
+        return self._reserved(slot, model, mirror, reservation, answer)
 
-    def settle(self, ticket: Ticket, answer: Answer | None, spent: int | None) -> None:
+    def settle(self, slot: Slot, answer: Answer | None, spent: int | None) -> None:
         """Count the end in the mirror now, and queue it for Redis (no round trip)."""
-        self._fallback.settle(ticket, answer, spent)
-        budget, hold, now = ticket.budget, ticket.shared, _clock.now()
+        self._fallback.settle(slot, answer, spent)
+        budget, hold, now = slot.budget, slot.shared, _clock.now()
         if isinstance(budget, Window):
             if answer is not None:  # calls counted only here are recorded late
-                used = ticket.tokens if spent is None else spent
-                names = self._names_of(ticket.key, ticket.model)
+                used = slot.tokens if spent is None else spent
+                names = self._names_of(slot.key, slot.model)
                 held = hold if isinstance(hold, Hold) else None
-                self._ops.finished(
-                    names, held, Finished(ticket.tokens, used, budget.limit.per, now)
-                )
+                self._ops.finished(names, held, Finished(slot.tokens, used, budget.limit.per, now))
             elif isinstance(hold, Hold):
-                self._ops.cancelled(hold, ticket.tokens, now)
+                self._ops.cancelled(hold, slot.tokens, now)
             else:
                 return
         elif isinstance(hold, Hold):
@@ -350,13 +350,13 @@ class RedisState:
 
     def _reserved(
         self,
-        key: AppKey,
+        slot: Slot,
         model: str,
         mirror: SharedWindow | SharedRate,
         reservation: Reservation,
         answer: _Answer,
-    ) -> Ticket | float:
-        """The reservation's answer, applied to the mirror and the key."""
+    ) -> float:
+        """The reservation's answer, applied to the mirror, the key and the slot."""
         reply = answer.reserve
         assert reply is not None  # noqa: S101 - the caller checked
         status, mid = reply["s"], answer.mid
@@ -370,8 +370,10 @@ class RedisState:
         if status == "ok":
             now, tokens = _clock.now(), reservation.tokens
             mirror.take(now, tokens)
-            return Ticket(key, model, mirror, tokens, now, shared=reservation.hold(answer.now))
-        if status != "w":  # the key is quarantined, cooling or resting from the model
+            slot.hold(model, mirror, tokens, now, reservation.hold(answer.now))
+            return 0.0
+        if status != "w":
+            key = slot.key  # the key is quarantined, cooling or resting from the model
             error = reply.get("e") or None
             if key.last_error_type is None and error is not None:
                 key.last_error_type = error
