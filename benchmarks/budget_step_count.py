@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import re
 import subprocess
@@ -65,6 +66,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--url", required=True, help="the loopback server's base URL")
     parser.add_argument("--run", choices=MODES, help="(internal) run the calls of one mode")
     parser.add_argument("--calls", type=int, default=0)
+    parser.add_argument("--json", action="store_true", help="end with the counts as JSON")
     args = parser.parse_args(argv)
     if args.run:
         asyncio.run(_calls(args.url, args.run, args.calls))
@@ -73,9 +75,11 @@ def main(argv: list[str]) -> None:
     for mode in MODES:
         few, many = (_instructions(args.url, mode, calls) for calls in _CALLS)
         per_call[mode] = (many - few) / (_CALLS[1] - _CALLS[0])
+    extras = {mode: per_call[mode] / per_call["none"] - 1 for mode in MODES}
     for mode in MODES:
-        extra = per_call[mode] / per_call["none"] - 1
-        print(f"{mode:9} {per_call[mode]:10,.0f} instructions a call ({extra:+.1%})")
+        print(f"{mode:9} {per_call[mode]:10,.0f} instructions a call ({extras[mode]:+.1%})")
+    if args.json:
+        print(json.dumps({"instructions": per_call, "extra": extras}))
 
 
 if __name__ == "__main__":
