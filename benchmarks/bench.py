@@ -375,13 +375,17 @@ def markdown(report: dict[str, Any]) -> str:
         "| ratio (of medians) | c | ratio | per-round range | target | met |",
         "|---|---:|---:|---:|---:|:---:|",
     ]
-    for row in report["ratios"]:
-        target = f"≥ {row['target']:g}" if row["target"] is not None else ""
-        lines.append(
-            f"| {row['name']} | {row['concurrency']} | {row['ratio']:.2f}x | "
-            f"{row['per_round_min']:.2f}-{row['per_round_max']:.2f} | {target} | "
-            f"{_met(row['met'])} |"
+    lines += [
+        _row(
+            row["name"],
+            row["concurrency"],
+            f"{row['ratio']:.2f}x",
+            f"{row['per_round_min']:.2f}-{row['per_round_max']:.2f}",
+            _target("≥", row["target"], "g"),
+            _met(row["met"]),
         )
+        for row in report["ratios"]
+    ]
     lines += ["", "Budget step (`embeddings.create` on the aiohttp transport):", ""]
     lines += _throughput_table(report, BUDGET)
     if report.get("budget_step"):
@@ -390,27 +394,37 @@ def markdown(report: dict[str, Any]) -> str:
             "| budget step, counted (valgrind) | instructions a call | extra | target | met |",
             "|---|---:|---:|---:|:---:|",
         ]
-        for row in report["budget_step"]:
-            target = f"≤ {row['target']:.0%}" if row["target"] is not None else ""
-            lines.append(
-                f"| {_STEP_MODES[row['mode']]} | {row['instructions']:,.0f} | "
-                f"{row['extra']:+.1%} | {target} | {_met(row['met'])} |"
+        lines += [
+            _row(
+                _STEP_MODES[row["mode"]],
+                f"{row['instructions']:,.0f}",
+                f"{row['extra']:+.1%}",
+                _target("≤", row["target"], ".0%"),
+                _met(row["met"]),
             )
+            for row in report["budget_step"]
+        ]
     lines += [
         "",
         "| fan-out, 200 keys x 5 calls, c=100 | latency | ideal | wall | ratio | target | met |",
         "|---|---:|---:|---:|---:|---:|:---:|",
     ]
-    for row in report["fanout"]:
-        target = f"≤ {row['target']:g}" if row["target"] is not None else ""
-        lines.append(
-            f"| {LABELS[row['client']]} | {row['latency_s'] * 1000:.0f} ms | "
-            f"{row['ideal_s']:.2f} s | {row['wall_s']:.2f} s | {row['ratio_to_ideal']:.2f}x | "
-            f"{target} | {_met(row['met'])} |"
+    lines += [
+        _row(
+            LABELS[row["client"]],
+            f"{row['latency_s'] * 1000:.0f} ms",
+            f"{row['ideal_s']:.2f} s",
+            f"{row['wall_s']:.2f} s",
+            f"{row['ratio_to_ideal']:.2f}x",
+            _target("≤", row["target"], "g"),
+            _met(row["met"]),
         )
+        for row in report["fanout"]
+    ]
     lines += ["", "| memory per call in flight (100 calls) | bytes |", "|---|---:|"]
-    for row in report["in_flight"]:
-        lines.append(f"| {LABELS[row['client']]} | {row['bytes_per_call']:,.0f} |")
+    lines += [
+        _row(LABELS[row["client"]], f"{row['bytes_per_call']:,.0f}") for row in report["in_flight"]
+    ]
     server = report["server"]
     capacity = (
         f"Server alone (raw-socket load run, c={max(settings['concurrency'])}, best of "
@@ -435,14 +449,29 @@ def markdown(report: dict[str, Any]) -> str:
         ),
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for row in report["memory"]:
-        lines.append(
-            f"| {row['backend']} | {row['keys']:,} | {row['max_concurrency']} | "
-            f"{row['connections_opened']} | {row['client_bytes_per_key']:,} | "
-            f"{row['peak_bytes_per_key']:,} | {row['results_bytes_per_key']:,} | "
-            f"{row['seconds']} |"
+    lines += [
+        _row(
+            row["backend"],
+            f"{row['keys']:,}",
+            row["max_concurrency"],
+            row["connections_opened"],
+            f"{row['client_bytes_per_key']:,}",
+            f"{row['peak_bytes_per_key']:,}",
+            f"{row['results_bytes_per_key']:,}",
+            row["seconds"],
         )
+        for row in report["memory"]
+    ]
     return "\n".join(lines) + "\n"
+
+
+def _row(*cells: object) -> str:
+    """One markdown table row."""
+    return "| " + " | ".join(map(str, cells)) + " |"
+
+
+def _target(sign: str, target: float | None, spec: str) -> str:
+    return "" if target is None else f"{sign} {target:{spec}}"
 
 
 def _met(met: bool | None) -> str:
@@ -471,7 +500,7 @@ def _throughput_table(report: dict[str, Any], clients: list[str]) -> list[str]:
                 spread,
                 f"{row['p50_ms']:.2f} / {row['p99_ms']:.2f}",
             ]
-        lines.append(f"| {LABELS[client]} | " + " | ".join(row_cells) + " |")
+        lines.append(_row(LABELS[client], *row_cells))
     return lines
 
 
