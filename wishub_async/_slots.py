@@ -89,10 +89,7 @@ class Slot:
     def succeed(self, spent: int | None = None) -> None:
         """The attempt succeeded (``spent``: its tokens, if known): free and settle."""
         self.release()
-        state = self.state
-        if state is not None:  # _settle, inlined: every budgeted call ends here
-            self.state = None
-            state.settle(self, _OK, spent if self.tokens else None)
+        self._settle(_OK, spent if self.tokens else None)
 
     def fail(self, failure: BaseException | None) -> None:
         """The attempt failed, or was cancelled, or never sent: free and settle.

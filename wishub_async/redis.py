@@ -372,8 +372,8 @@ class RedisState:
             mirror.take(now, tokens)
             slot.hold(model, mirror, tokens, now, reservation.hold(answer.now))
             return 0.0
-        if status != "w":
-            key = slot.key  # the key is quarantined, cooling or resting from the model
+        if status != "w":  # the key is quarantined, cooling or resting from the model
+            key = slot.key
             error = reply.get("e") or None
             if key.last_error_type is None and error is not None:
                 key.last_error_type = error
